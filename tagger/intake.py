@@ -1,0 +1,169 @@
+"""Turns one raw input entry into an event ready to tag, or a dead letter with a reason."""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from faststream.redis.parser.binary import BinaryMessageFormatV1
+from pydantic import ValidationError
+
+from schemas import A3CPMessage
+
+MAX_ENTRY_BYTES = 512 * 1024  # A3CP: a log line may be at most 512 KiB
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+# Cheap byte probes; only an entry that contains one is walked in full for raw media.
+# A backslash may hide a marker behind a JSON escape, so it triggers the walk too.
+_MEDIA_PROBES = (b"frame_data", b"audio_payload", b"data:", b"\\")
+_BINARY_AUDIO_FORMATS = {"base64", "bytes"}
+_REASON_BY_FIELD = {
+    "schema_version": "bad_schema_version",
+    "record_id": "bad_record_id",
+    "user_id": "bad_user_id",
+    "timestamp": "bad_timestamp",
+    "modality": "bad_modality",
+    "classifier_output": "bad_classifier_output",
+    "session_id": "bad_session_id",
+}
+_FIX = "Fix the publishing module and publish the event again."
+
+
+@dataclass(slots=True)
+class Accepted:
+    entry_id: bytes
+    user_id: str
+    record_id: str
+    ts_ms: int
+    head: bytes  # the event's JSON minus its closing brace and any session_id
+    upstream_session_id: str  # session_id the publisher sent, "" when none
+
+
+@dataclass(slots=True)
+class Rejected:
+    entry_id: bytes
+    reason: str
+    detail: str
+    data: bytes | None  # None where keeping the bytes is not allowed (media, oversized)
+    data_sha256: str = ""
+    data_len: int = 0
+
+    def stream_fields(self) -> list[bytes | str]:
+        """Field/value pairs of the dead-letter entry, flattened."""
+        fields: list[bytes | str] = ["reason", self.reason, "detail", self.detail]
+        fields += ["source_id", self.entry_id]
+        if self.data is not None:
+            fields += ["data", self.data]
+        else:
+            fields += ["data_sha256", self.data_sha256, "data_len", str(self.data_len)]
+        return fields
+
+
+def payload_of(fields: dict[bytes, bytes]) -> bytes | None:
+    """The message bytes of an entry: field `data`, or a FastStream publisher's `__data__`."""
+    raw = fields.get(b"data")
+    if raw is None and (wrapped := fields.get(b"__data__")) is not None:
+        raw, _headers = BinaryMessageFormatV1.parse(wrapped)
+    return raw
+
+
+def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejected:
+    """Validate an entry by the A3CP rules; never raises for bad input."""
+    raw = payload_of(fields)
+    if raw is None:
+        names = ", ".join(sorted(k.decode(errors="replace") for k in fields))
+        return Rejected(
+            entry_id, "no_data", f"Entry has no 'data' field (fields: {names}). {_FIX}", None
+        )
+    if len(raw) > MAX_ENTRY_BYTES:
+        return _without_bytes(
+            entry_id,
+            raw,
+            "oversized",
+            f"Entry is {len(raw)} bytes, over the {MAX_ENTRY_BYTES}-byte limit; store large "
+            "payloads elsewhere and reference them (raw_features_ref).",
+        )
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejected(entry_id, "invalid_json", f"Not valid JSON ({exc}). {_FIX}", raw)
+    if not isinstance(event, dict):
+        return Rejected(entry_id, "not_object", f"JSON is not an object. {_FIX}", raw)
+    if any(probe in raw for probe in _MEDIA_PROBES) and (media := find_raw_media(event)):
+        return _without_bytes(
+            entry_id,
+            raw,
+            "raw_media",
+            f"Event carries raw media ({media}), which must never reach the logs; "
+            "publish features or a raw_features_ref instead.",
+        )
+    if flat := sorted(k for k in event if k.startswith("context_")):
+        return Rejected(
+            entry_id,
+            "flat_context",
+            f"Flat context keys are prohibited ({', '.join(flat)}); nest them under "
+            f"'context'. {_FIX}",
+            raw,
+        )
+    try:
+        spine = A3CPMessage.model_validate(event)
+    except ValidationError as exc:
+        return _invalid(entry_id, raw, exc)
+
+    upstream = event.pop("session_id", None)
+    if upstream is None:
+        head = raw.rstrip()[:-1]  # keep the publisher's bytes exactly
+    else:
+        head = orjson.dumps(event)[:-1]
+    return Accepted(
+        entry_id=entry_id,
+        user_id=spine.user_id,
+        record_id=str(spine.record_id),
+        ts_ms=(spine.timestamp - _EPOCH) // _ONE_MS,
+        head=head,
+        upstream_session_id=upstream or "",
+    )
+
+
+def find_raw_media(node: Any) -> str | None:
+    """Name the first raw media payload inside an event, or None."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "frame_data" in node:
+                return "frame_data"
+            if "audio_payload" in node and _is_binary_audio(node):
+                return "audio_payload in base64/bytes"
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and node[:11].lower() == "data:image/":
+            return "a data:image URL"
+    return None
+
+
+def _is_binary_audio(node: dict[str, Any]) -> bool:
+    payload = node["audio_payload"]
+    formats = [node.get("audio_format")]
+    if isinstance(payload, dict):
+        formats.append(payload.get("audio_format"))
+    return any(str(f).lower() in _BINARY_AUDIO_FORMATS for f in formats if f is not None)
+
+
+def _without_bytes(entry_id: bytes, raw: bytes, reason: str, detail: str) -> Rejected:
+    digest = hashlib.sha256(raw).hexdigest()
+    return Rejected(entry_id, reason, detail, None, data_sha256=digest, data_len=len(raw))
+
+
+def _invalid(entry_id: bytes, raw: bytes, exc: ValidationError) -> Rejected:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    field = str(error["loc"][0]) if error["loc"] else "event"
+    if error["type"] == "missing":
+        return Rejected(
+            entry_id, "missing_field", f"Required field '{field}' is missing. {_FIX}", raw
+        )
+    where = ".".join(str(part) for part in error["loc"])
+    reason = _REASON_BY_FIELD.get(field, "bad_field")
+    return Rejected(entry_id, reason, f"Field '{where}' is invalid: {error['msg']}. {_FIX}", raw)

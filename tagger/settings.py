@@ -1,0 +1,53 @@
+"""All configuration of the tagger: one class, read from TAGGER_* environment variables."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every field maps to `TAGGER_<NAME>`; an unknown TAGGER_* name is rejected."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGGER_", extra="forbid", frozen=True)
+
+    redis_url: str | None = Field(
+        None,
+        description="redis://, rediss:// or unix:// URL of the server; unset starts the "
+        "embedded Valkey server under DATA_DIR/valkey.",
+    )
+    data_dir: Path = Field(Path("./tagger-data"), description="Root of every file we write.")
+    input_stream: str = Field("a3cp:messages", description="Stream upstream modules XADD to.")
+    output_stream: str = Field("a3cp:messages:tagged", description="Stream of tagged events.")
+    dead_letter_stream: str = Field(
+        "a3cp:messages:dead", description="Stream of rejected entries with a reason."
+    )
+    group: str = Field("session-tagger", description="Consumer group on the input stream.")
+    consumer: str | None = Field(
+        None, description="Consumer name inside the group; unset = <hostname>-<pid>."
+    )
+    state_prefix: str = Field(
+        "a3cp:tagger", description="Prefix of the session-state and dedup keys."
+    )
+    session_timeout_s: int = Field(
+        300, gt=0, description="Inactivity (event time) after which a new session opens."
+    )
+    max_session_s: int = Field(14400, gt=0, description="Longest a session may last.")
+    batch_size: int = Field(500, ge=1, le=5000, description="Entries read per batch.")
+    block_ms: int = Field(
+        100, ge=1, description="How long one read waits for new entries when idle."
+    )
+    claim_idle_ms: int = Field(
+        30_000,
+        ge=0,
+        description="Entries pending this long (their consumer died) are claimed and tagged.",
+    )
+    dedup_window_s: int = Field(
+        86_400, gt=0, description="How long a tagged record_id is remembered for dedup."
+    )
+    appendfsync: Literal["always", "everysec"] = Field(
+        "always",
+        description="AOF fsync policy of the embedded server: always loses nothing on a "
+        "crash; everysec is faster and may lose the last second.",
+    )

@@ -1,0 +1,168 @@
+"""The FastStream app: a consumer-group batch subscriber that tags each batch in one call."""
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream import AckPolicy, FastStream
+from faststream.message import StreamMessage
+from faststream.redis import RedisBroker, StreamSub
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from tagger.batch import BatchTagger, Counts, Entry
+from tagger.errors import GroupMissing
+from tagger.keys import Keys
+from tagger.settings import Settings
+
+log = logging.getLogger("tagger")
+_RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+_TRANSIENT = (ConnectionError, TimeoutError)
+
+
+async def ensure_group(client: "Redis[bytes]", keys: Keys) -> None:
+    """Create the consumer group from the stream's start; an existing group is kept."""
+    try:
+        # From id 0, not "$": a backlog published before the first run is tagged too.
+        await client.xgroup_create(keys.input_stream, keys.group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def check_group(client: "Redis[bytes]", keys: Keys) -> None:
+    """Raise GroupMissing unless the consumer group exists on the input stream."""
+    try:
+        groups = await client.xinfo_groups(keys.input_stream)
+    except ResponseError:
+        groups = []
+    if not any(g["name"].decode() == keys.group for g in groups):
+        raise GroupMissing(
+            f"Consumer group '{keys.group}' does not exist on stream '{keys.input_stream}'; "
+            "start the tagger once (`tagger run`) to create it."
+        )
+
+
+async def backlog(client: "Redis[bytes]", keys: Keys) -> tuple[int, int]:
+    """(entries never delivered to the group, entries delivered but not acked)."""
+    for group in await client.xinfo_groups(keys.input_stream):
+        if group["name"].decode() == keys.group:
+            lag = group.get("lag")
+            if lag is None:  # Redis cannot tell after some deletions; compare ids instead
+                info = await client.xinfo_stream(keys.input_stream)
+                lag = int(info["last-generated-id"] != group["last-delivered-id"])
+            return int(lag), int(group["pending"])
+    raise GroupMissing(f"Consumer group '{keys.group}' vanished; restart the tagger.")
+
+
+class Worker:
+    """Wires the subscriber, the orphan claimer and (in burst mode) the drain watcher."""
+
+    def __init__(self, settings: Settings, url: str, *, burst: bool = False) -> None:
+        self.settings = settings
+        self.keys = Keys.from_settings(settings)
+        self.burst = burst
+        self.consumer = settings.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.counts = Counts()
+        self.broker = RedisBroker(url, log_level=logging.DEBUG, graceful_timeout=30.0)
+        self.app = FastStream(self.broker, logger=log)
+        self._tagger: BatchTagger | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        stream = StreamSub(
+            self.keys.input_stream,
+            group=self.keys.group,
+            consumer=self.consumer,
+            batch=True,
+            max_records=settings.batch_size,
+            polling_interval=settings.block_ms,
+            last_id=">",
+        )
+        # The script acks each entry itself, atomically with its effects: MANUAL keeps
+        # FastStream from acking, and the raw parser skips its JSON re-encoding.
+        self.broker.subscriber(
+            stream=stream, parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL
+        )(self._handle)
+        self.app.on_startup(self._prepare)
+        self.app.after_startup(self._start_background)
+        self.app.on_shutdown(self._stop_background)
+
+    async def run(self) -> Counts:
+        """Run until stopped (or, in burst mode, until the input is drained)."""
+        await self.app.run()
+        return self.counts
+
+    async def _prepare(self) -> None:
+        client = await self.broker.connect()
+        await ensure_group(client, self.keys)
+        self._tagger = BatchTagger(client, self.settings)
+        self.counts = self._tagger.counts
+
+    async def _start_background(self) -> None:
+        self._tasks.append(asyncio.create_task(self._claim_orphans_forever()))
+        if self.burst:
+            self._tasks.append(asyncio.create_task(self._exit_when_drained()))
+
+    async def _stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, batch: dict[str, Any]) -> None:
+        await self._tag_with_retry(list(zip(batch["message_ids"], batch["data"], strict=True)))
+
+    async def _tag_with_retry(self, entries: list[Entry]) -> None:
+        assert self._tagger is not None
+        for delay_s in (*_RETRY_DELAYS_S, None):
+            try:
+                await self._tagger.tag(entries)
+                return
+            except _TRANSIENT as exc:
+                if delay_s is None:
+                    # The entries stay pending; the claimer retries them after claim_idle_ms.
+                    raise
+                log.warning("server unreachable (%s); retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+
+    async def _claim_orphans_forever(self) -> None:
+        interval_s = min(max(self.settings.claim_idle_ms / 2000, 0.05), 5.0)
+        while True:
+            try:
+                await self._claim_orphans()
+            except _TRANSIENT as exc:
+                log.warning("claiming pending entries failed (%s); will retry", exc)
+            await asyncio.sleep(interval_s)
+
+    async def _claim_orphans(self) -> None:
+        """Tag entries left pending by a consumer that died (or by a failed batch)."""
+        client = await self.broker.connect()
+        start_id = b"0-0"
+        while True:
+            start_id, entries, *_ = await client.xautoclaim(
+                self.keys.input_stream,
+                self.keys.group,
+                self.consumer,
+                min_idle_time=self.settings.claim_idle_ms,
+                start_id=start_id,
+                count=self.settings.batch_size,
+            )
+            if entries:
+                await self._tag_with_retry(entries)
+            if start_id == b"0-0":
+                return
+
+    async def _exit_when_drained(self) -> None:
+        client = await self.broker.connect()
+        while await backlog(client, self.keys) != (0, 0):
+            await asyncio.sleep(0.05)
+        self.app.exit()
+
+
+async def _raw_parser(msg: Any, _original: Callable[..., Awaitable[Any]]) -> StreamMessage[Any]:
+    return StreamMessage(raw_message=msg, body=b"", headers={}, path={}, message_id="")
+
+
+async def _raw_decoder(msg: StreamMessage[Any], _original: Callable[..., Awaitable[Any]]) -> Any:
+    return msg.raw_message
