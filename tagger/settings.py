@@ -1,9 +1,10 @@
 """All configuration of the tagger: one class, read from TAGGER_* environment variables."""
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -11,6 +12,20 @@ class Settings(BaseSettings):
     """Every field maps to `TAGGER_<NAME>`; an unknown TAGGER_* name is rejected."""
 
     model_config = SettingsConfigDict(env_prefix="TAGGER_", extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_env(cls, data: Any) -> Any:
+        # pydantic-settings ignores unknown prefixed environment variables; a misspelt
+        # TAGGER_SESSION_TIMEOUT would silently keep the default, so refuse it.
+        known = {f"TAGGER_{name.upper()}" for name in cls.model_fields}
+        unknown = sorted(k for k in os.environ if k.startswith("TAGGER_") and k not in known)
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {', '.join(unknown)}; known settings are "
+                f"{', '.join(sorted(known))}. Fix or unset the variable."
+            )
+        return data
 
     redis_url: str | None = Field(
         None,

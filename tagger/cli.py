@@ -1,0 +1,185 @@
+"""`tagger` command line: run, demo, publish, health."""
+
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from pydantic import ValidationError
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tagger.batch import Counts
+from tagger.demo import workload
+from tagger.errors import TaggerError
+from tagger.keys import Keys
+from tagger.publish import jsonl_lines, publish_raw
+from tagger.server import EmbeddedValkey, redact, redis_url
+from tagger.settings import Settings
+from tagger.worker import Worker, check_group
+
+console = Console()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line saying why, then exit."""
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'env'}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"bad TAGGER_* settings: {problems}", code=2)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log every batch (DEBUG).")
+def main(verbose: bool) -> None:
+    """A3CP session tagger: assigns sessions to A3CP messages on Redis Streams."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit 0 once the input stream is drained.")
+def run(burst: bool) -> None:
+    """Tag the input stream until stopped (SIGTERM/SIGINT finish the batch in hand)."""
+    settings = load_settings()
+    try:
+        with redis_url(settings) as url:
+            started = time.perf_counter()
+            counts = asyncio.run(Worker(settings, url, burst=burst).run())
+            console.print(summary_table(counts, time.perf_counter() - started))
+    except TaggerError as exc:
+        fail(str(exc))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def publish(file: Path) -> None:
+    """Publish one A3CPMessage per line of FILE (JSONL) to the input stream."""
+    settings = load_settings()
+    try:
+        with redis_url(settings) as url, _progress() as progress:
+            publishing = progress.add_task("publishing", total=None)
+            client = Redis.from_url(url)
+            sent = 0
+            for sent in publish_raw(client, settings.input_stream, jsonl_lines(file)):
+                progress.update(publishing, completed=sent)
+    except (TaggerError, RedisError) as exc:
+        fail(f"{exc}. Nothing after the last full chunk of 500 lines was published.")
+    console.print(f"published {sent} entries to [bold]{settings.input_stream}[/bold]")
+
+
+@main.command()
+def health() -> None:
+    """Exit 0 when the server answers and the consumer group exists, 1 otherwise."""
+    settings = load_settings()
+    url = settings.redis_url or EmbeddedValkey(settings.data_dir).running_url()
+    if url is None:
+        fail(
+            f"no embedded Valkey server is running for {settings.data_dir.resolve()}; "
+            "start `tagger run`, or set TAGGER_REDIS_URL to the server to check"
+        )
+    try:
+        asyncio.run(_check_health(url, Keys.from_settings(settings)))
+    except RedisError as exc:
+        fail(f"server {redact(url)} does not answer ({exc}); start it or fix TAGGER_REDIS_URL")
+    except TaggerError as exc:
+        fail(str(exc))
+    console.print(f"ok: {redact(url)} answers and group '{settings.group}' exists")
+
+
+async def _check_health(url: str, keys: Keys) -> None:
+    client: AsyncRedis = AsyncRedis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await client.ping()
+        await check_group(client, keys)
+    finally:
+        await client.aclose()
+
+
+@main.command()
+@click.option("--users", default=8, show_default=True, help="How many users.")
+@click.option("--events-per-user", default=2500, show_default=True)
+@click.option("--seed", default=7, show_default=True, help="Same seed, same workload.")
+def demo(users: int, events_per_user: int, seed: int) -> None:
+    """Publish a synthetic workload, tag it with the embedded server, print what happened."""
+    settings = load_settings()
+    for name in ("tagger", "faststream"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    start_ms = int(time.time() * 1000) - 6 * 3600 * 1000
+    payloads, user_ids = workload(
+        seed, users, events_per_user, settings.session_timeout_s, start_ms
+    )
+    try:
+        with redis_url(settings) as url, _progress() as progress:
+            publishing = progress.add_task("publishing", total=len(payloads))
+            client = Redis.from_url(url)
+            for sent in publish_raw(client, settings.input_stream, payloads):
+                progress.update(publishing, completed=sent)
+            tagging = progress.add_task("tagging", total=len(payloads))
+            started = time.perf_counter()
+            counts = asyncio.run(
+                _run_with_progress(Worker(settings, url, burst=True), progress, tagging)
+            )
+            elapsed_s = time.perf_counter() - started
+    except TaggerError as exc:
+        fail(str(exc))
+    console.print(summary_table(counts, elapsed_s, users=len(user_ids)))
+
+
+async def _run_with_progress(worker: Worker, progress: Progress, task: int) -> Counts:
+    async def follow() -> None:
+        while True:
+            c = worker.counts
+            progress.update(task, completed=c.tagged + c.dead + c.duplicates + c.already_acked)
+            await asyncio.sleep(0.1)
+
+    follower = asyncio.create_task(follow())
+    try:
+        return await worker.run()
+    finally:
+        follower.cancel()
+        c = worker.counts
+        progress.update(task, completed=c.tagged + c.dead + c.duplicates + c.already_acked)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:>10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def summary_table(counts: Counts, elapsed_s: float, users: int | None = None) -> Table:
+    """What a run did, for a person at a terminal."""
+    table = Table(title="session tagger", show_header=False)
+    if users is not None:
+        table.add_row("users", str(users))
+    handled = counts.tagged + counts.duplicates + counts.dead
+    table.add_row("events tagged", str(counts.tagged))
+    table.add_row("duplicates dropped", str(counts.duplicates))
+    table.add_row("sessions opened", str(counts.opened))
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(counts.dead_by_reason.items()))
+    table.add_row("dead letters", f"{counts.dead}" + (f" ({reasons})" if reasons else ""))
+    table.add_row("elapsed", f"{elapsed_s:.2f} s")
+    table.add_row("throughput", f"{handled / elapsed_s:,.0f} entries/s" if elapsed_s else "-")
+    return table
