@@ -1,6 +1,7 @@
 """Turns one raw input entry into an event ready to tag, or a dead letter with a reason."""
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 # Cheap byte probes; only an entry that contains one is walked in full for raw media.
 # A backslash may hide a marker behind a JSON escape, so it triggers the walk too.
-_MEDIA_PROBES = (b"frame_data", b"audio_payload", b"data:", b"\\")
+_MEDIA_PROBE = re.compile(rb"frame_data|audio_payload|data:|\\", re.IGNORECASE)
 _BINARY_AUDIO_FORMATS = {"base64", "bytes"}
 _REASON_BY_FIELD = {
     "schema_version": "bad_schema_version",
@@ -90,7 +91,7 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
         return Rejected(entry_id, "invalid_json", f"Not valid JSON ({exc}). {_FIX}", raw)
     if not isinstance(event, dict):
         return Rejected(entry_id, "not_object", f"JSON is not an object. {_FIX}", raw)
-    if any(probe in raw for probe in _MEDIA_PROBES) and (media := find_raw_media(event)):
+    if _MEDIA_PROBE.search(raw) and (media := find_raw_media(event)):
         return _without_bytes(
             entry_id,
             raw,

@@ -1,0 +1,100 @@
+"""Fixtures: a real server (embedded Valkey, or TAGGER_REDIS_URL) and per-test streams."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from redis import Redis
+
+from tagger.batch import Counts
+from tagger.server import EmbeddedValkey
+from tagger.settings import Settings
+from tagger.worker import Worker
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """TAGGER_REDIS_URL when set, else an embedded Valkey for the whole test run."""
+    if url := os.environ.get("TAGGER_REDIS_URL"):
+        yield url
+        return
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"), appendfsync="everysec")
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def client(server_url: str) -> Iterator["Redis[bytes]"]:
+    redis = Redis.from_url(server_url)
+    yield redis
+    redis.close()
+
+
+@pytest.fixture
+def make_settings(server_url: str, tmp_path: Path) -> SettingsFactory:
+    """Settings with stream, group and state names unique to this call."""
+
+    def make(**overrides: Any) -> Settings:
+        ns = f"test:{uuid.uuid4().hex[:12]}"
+        values: dict[str, Any] = {
+            "redis_url": server_url,
+            "data_dir": tmp_path / "data",
+            "input_stream": f"{ns}:in",
+            "output_stream": f"{ns}:out",
+            "dead_letter_stream": f"{ns}:dead",
+            "state_prefix": f"{ns}:state",
+            "claim_idle_ms": 200,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+def run_burst(settings: Settings) -> Counts:
+    """Run the real worker (FastStream app) until the input stream is drained."""
+    assert settings.redis_url
+    return asyncio.run(Worker(settings, settings.redis_url, burst=True).run())
+
+
+def publish(client: "Redis[bytes]", settings: Settings, events: list[Any]) -> None:
+    """XADD each event (dict as JSON, or raw bytes) to the input stream."""
+    pipe = client.pipeline(transaction=False)
+    for event in events:
+        data = event if isinstance(event, bytes) else orjson.dumps(event)
+        pipe.xadd(settings.input_stream, {"data": data})
+    pipe.execute()
+
+
+def tagged(client: "Redis[bytes]", settings: Settings) -> list[dict[str, Any]]:
+    """The output stream's events, decoded, with the entry's own fields checked."""
+    events = []
+    for _id, fields in client.xrange(settings.output_stream):
+        event = orjson.loads(fields[b"data"])
+        assert fields[b"session_id"].decode() == event["session_id"]
+        assert fields[b"user_id"].decode() == event["user_id"]
+        events.append(event)
+    return events
+
+
+def event(user_id: str = "elias01", ts_ms: int = 1_750_000_000_000, **extra: Any) -> dict[str, Any]:
+    """A valid A3CPMessage."""
+    from tagger.demo import iso_ms
+
+    return {
+        "schema_version": "1.0.1",
+        "record_id": str(uuid.uuid4()),
+        "user_id": user_id,
+        "timestamp": iso_ms(ts_ms),
+        "modality": "gesture",
+        "source": "gesture_classifier",
+        "performer_id": "system",
+        **extra,
+    }
