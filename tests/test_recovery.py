@@ -1,0 +1,143 @@
+"""State lives in the server: restarts of the tagger or the server lose and double nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+from tagger.demo import user_timeline
+from tagger.settings import Settings
+from tests.conftest import SettingsFactory, event, publish, run_burst, tagged
+from tests.reference import observed_partition, reference_partition
+
+MINUTE_MS = 60_000
+T0 = 1_750_000_000_000
+
+
+def tagger_env(settings: Settings) -> dict[str, str]:
+    """Environment that points a `tagger` subprocess at these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        env[f"TAGGER_{name.upper()}"] = str(value)
+    return env
+
+
+def tagger_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tagger", *args]
+
+
+def test_session_continues_across_a_tagger_restart(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings()
+    publish(client, settings, [event("lena06", T0), event("lena06", T0 + MINUTE_MS)])
+    run_burst(settings)
+    publish(client, settings, [event("lena06", T0 + 2 * MINUTE_MS)])
+    run_burst(settings)  # a new worker process would see the same: state is in Redis
+    assert len({e["session_id"] for e in tagged(client, settings)}) == 1
+
+
+def test_state_survives_a_killed_embedded_server(tmp_path: Path) -> None:
+    from tagger.server import EmbeddedValkey
+
+    server = EmbeddedValkey(tmp_path, appendfsync="always")
+    url = server.start()
+    settings = Settings(redis_url=url, data_dir=tmp_path)
+    first = event("omar07", T0)
+    publish(Redis.from_url(url), settings, [first, event("omar07", T0 + MINUTE_MS)])
+    run_burst(settings)
+    server.kill()  # SIGKILL: only what AOF already holds survives
+
+    server = EmbeddedValkey(tmp_path, appendfsync="always")
+    client = Redis.from_url(server.start())
+    try:
+        publish(client, settings, [event("omar07", T0 + 2 * MINUTE_MS), first])
+        counts = run_burst(settings)
+        out = tagged(client, settings)
+        assert counts.duplicates == 1
+        assert len(out) == 3
+        assert len({e["session_id"] for e in out}) == 1
+    finally:
+        client.close()
+        server.stop()
+
+
+def backlog_events(n_users: int, per_user: int, timeout_s: int) -> list[dict[str, Any]]:
+    import random
+
+    rng = random.Random(42)
+    timelines = [user_timeline(rng, f"u{n:03d}", T0, per_user, timeout_s) for n in range(n_users)]
+    return sorted((e for t in timelines for e in t), key=lambda e: e["timestamp"])
+
+
+def check_exactly_once(client: Redis, settings: Settings, events: list[dict[str, Any]]) -> None:
+    from datetime import datetime
+
+    out = tagged(client, settings)
+    records = [e["record_id"] for e in out]
+    assert len(records) == len(set(records)) == len(events)
+    assert client.xpending(settings.input_stream, settings.group)["pending"] == 0
+
+    def ts_ms(e: dict[str, Any]) -> int:
+        return int(datetime.fromisoformat(e["timestamp"]).timestamp() * 1000)
+
+    expected = reference_partition(
+        ((e["user_id"], ts_ms(e), e["record_id"]) for e in events),
+        settings.session_timeout_s * 1000,
+        settings.max_session_s * 1000,
+    )
+    assert observed_partition(out) == expected
+
+
+def test_100k_backlog_tagged_by_run_burst(client: Redis, make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    events = backlog_events(n_users=200, per_user=500, timeout_s=settings.session_timeout_s)
+    publish(client, settings, events)
+    done = subprocess.run(
+        tagger_cmd("run", "--burst"), env=tagger_env(settings), capture_output=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    check_exactly_once(client, settings, events)
+
+
+def test_kill_9_mid_run_loses_and_doubles_nothing(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(claim_idle_ms=100)
+    events = backlog_events(n_users=50, per_user=600, timeout_s=settings.session_timeout_s)
+    publish(client, settings, events)
+    env = tagger_env(settings)
+    for _ in range(3):  # kill three workers part-way through
+        worker = subprocess.Popen(tagger_cmd("run"), env=env, stderr=subprocess.DEVNULL)
+        out_len = client.xlen(settings.output_stream)
+        deadline = time.monotonic() + 60
+        while client.xlen(settings.output_stream) < out_len + 3000:
+            assert time.monotonic() < deadline, "the worker made no progress"
+            time.sleep(0.01)
+        worker.kill()
+        worker.wait()
+    assert client.xlen(settings.output_stream) < len(events)
+    done = subprocess.run(tagger_cmd("run", "--burst"), env=env, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    check_exactly_once(client, settings, events)
+
+
+def test_sigterm_finishes_the_batch_and_exits_0(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings()
+    worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=subprocess.PIPE)
+    publish(client, settings, [event() for _ in range(2000)])
+    deadline = time.monotonic() + 60
+    while client.xlen(settings.output_stream) < 2000:
+        assert worker.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr.decode()[-2000:]
+    assert client.xpending(settings.input_stream, settings.group)["pending"] == 0
