@@ -40,7 +40,7 @@ class Counts:
 class BatchTagger:
     """Holds the registered script; `tag` applies one batch of raw entries."""
 
-    def __init__(self, client: "Redis[bytes]", settings: Settings) -> None:
+    def __init__(self, client: Redis, settings: Settings) -> None:
         self.keys = Keys.from_settings(settings)
         # redis-py's Script re-loads itself on NOSCRIPT, so a server restart with an
         # empty script cache costs one extra round trip, not an outage.
@@ -60,7 +60,10 @@ class BatchTagger:
         rejected: list[Rejected] = []
         for entry_id, fields in entries:
             result = check_entry(entry_id, fields)
-            (accepted if isinstance(result, Accepted) else rejected).append(result)
+            if isinstance(result, Accepted):
+                accepted.append(result)
+            else:
+                rejected.append(result)
         args = [*self._fixed_args, len(accepted)]
         for a in accepted:
             args += [a.entry_id, a.user_id, a.record_id, a.ts_ms, a.head, a.upstream_session_id]

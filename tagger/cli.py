@@ -13,7 +13,14 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from tagger.batch import Counts
@@ -143,7 +150,7 @@ def demo(users: int, events_per_user: int, seed: int) -> None:
     console.print(summary_table(counts, elapsed_s, users=len(user_ids)))
 
 
-async def _run_with_progress(worker: Worker, progress: Progress, task: int) -> Counts:
+async def _run_with_progress(worker: Worker, progress: Progress, task: TaskID) -> Counts:
     async def follow() -> None:
         while True:
             c = worker.counts

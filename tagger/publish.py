@@ -10,13 +10,13 @@ from redis import Redis
 CHUNK = 500  # entries per pipeline round trip
 
 
-def publish_event(client: "Redis[bytes]", stream: str, event: dict[str, Any]) -> bytes:
+def publish_event(client: Redis, stream: str, event: dict[str, Any]) -> bytes:
     """XADD one A3CPMessage (as JSON in the field `data`); returns the entry id."""
-    entry_id: bytes = client.xadd(stream, {"data": orjson.dumps(event)})
-    return entry_id
+    entry_id = client.xadd(stream, {"data": orjson.dumps(event)})
+    return entry_id if isinstance(entry_id, bytes) else entry_id.encode()
 
 
-def publish_raw(client: "Redis[bytes]", stream: str, payloads: Iterable[bytes]) -> Iterator[int]:
+def publish_raw(client: Redis, stream: str, payloads: Iterable[bytes]) -> Iterator[int]:
     """XADD each payload as field `data`, pipelined; yields the count after each chunk."""
     pipe = client.pipeline(transaction=False)
     sent = 0

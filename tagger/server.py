@@ -52,7 +52,7 @@ class EmbeddedValkey:
                 ) from exc
             state = {"pid": os.getpid(), "port": self._server.port}
             self._state_file.write_text(json.dumps(state))
-            return self._server.connection_url
+            return f"redis://127.0.0.1:{self._server.port}"
 
     def stop(self) -> None:
         """Stop the server if this process started it (AOF is flushed on a clean stop)."""

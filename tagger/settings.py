@@ -29,7 +29,7 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(
         None,
-        description="redis://, rediss:// or unix:// URL of the server; unset starts the "
+        description="redis:// or rediss:// URL of the server; unset starts the "
         "embedded Valkey server under DATA_DIR/valkey.",
     )
     data_dir: Path = Field(Path("./tagger-data"), description="Root of every file we write.")

@@ -23,7 +23,7 @@ _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 _TRANSIENT = (ConnectionError, TimeoutError)
 
 
-async def ensure_group(client: "Redis[bytes]", keys: Keys) -> None:
+async def ensure_group(client: Redis, keys: Keys) -> None:
     """Create the consumer group from the stream's start; an existing group is kept."""
     try:
         # From id 0, not "$": a backlog published before the first run is tagged too.
@@ -33,7 +33,7 @@ async def ensure_group(client: "Redis[bytes]", keys: Keys) -> None:
             raise
 
 
-async def check_group(client: "Redis[bytes]", keys: Keys) -> None:
+async def check_group(client: Redis, keys: Keys) -> None:
     """Raise GroupMissing unless the consumer group exists on the input stream."""
     try:
         groups = await client.xinfo_groups(keys.input_stream)
@@ -46,7 +46,7 @@ async def check_group(client: "Redis[bytes]", keys: Keys) -> None:
         )
 
 
-async def backlog(client: "Redis[bytes]", keys: Keys) -> tuple[int, int]:
+async def backlog(client: Redis, keys: Keys) -> tuple[int, int]:
     """(entries never delivered to the group, entries delivered but not acked)."""
     for group in await client.xinfo_groups(keys.input_stream):
         if group["name"].decode() == keys.group:

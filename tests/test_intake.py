@@ -67,7 +67,7 @@ def test_each_rule_has_its_reason(reason: str) -> None:
         event(user_id="."),
         event(user_id="x" * 65),
         event(user_id=""),
-        event(user_id="ｅlias"),  # full-width letter
+        event(user_id="\uff45lias"),  # full-width letter
         event(record_id=str(uuid.uuid1())),  # a UUID, but not version 4
         event(timestamp=1750000000),
         event(classifier_output={"unknown": 1.5}),

@@ -2,7 +2,8 @@
 
 import random
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis import Redis
 
 from tests.conftest import SettingsFactory, event, publish, run_burst, tagged

@@ -131,6 +131,7 @@ def test_faststream_publisher_input_and_subscriber_output(
 
     async def roundtrip() -> None:
         broker = RedisBroker(server_url)
+
         # The documented way to read the tagged stream with FastStream.
         @broker.subscriber(stream=StreamSub(settings.output_stream, last_id="0"))
         async def on_tagged(body: dict[str, Any]) -> None:
@@ -161,3 +162,23 @@ def test_publish_event_helper(client: Redis, make_settings: SettingsFactory) -> 
     settings = make_settings()
     publish_event(client, settings.input_stream, event())
     assert run_burst(settings).tagged == 1
+
+
+def test_acl_user_and_password_in_the_url(
+    server_url: str, client: Redis, make_settings: SettingsFactory
+) -> None:
+    from urllib.parse import urlsplit
+    from uuid import uuid4
+
+    user, password = f"tagger-{uuid4().hex[:8]}", uuid4().hex
+    client.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["~test:*"], commands=["+@all"]
+    )
+    try:
+        where = urlsplit(server_url)
+        url = f"redis://{user}:{password}@{where.hostname}:{where.port}"
+        settings = make_settings(redis_url=url)
+        publish(client, settings, [event()])
+        assert run_burst(settings).tagged == 1
+    finally:
+        client.acl_deluser(user)
