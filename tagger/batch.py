@@ -37,6 +37,14 @@ class Counts:
             self.dead_by_reason[reason] = self.dead_by_reason.get(reason, 0) + n
 
 
+class OlderEntriesPending(Exception):
+    """The batch was not applied: an older entry is still pending in the group."""
+
+    def __init__(self, entry_id: bytes) -> None:
+        super().__init__(f"entry {entry_id.decode()} is older and still pending")
+        self.entry_id = entry_id
+
+
 class BatchTagger:
     """Holds the registered script; `tag` applies one batch of raw entries."""
 
@@ -55,7 +63,8 @@ class BatchTagger:
         self.counts = Counts()
 
     async def tag(self, entries: Sequence[Entry]) -> Counts:
-        """Tag entries read from the input stream; returns this batch's counts."""
+        """Tag entries (in stream order) read from the input stream; returns this batch's
+        counts, or raises OlderEntriesPending and changes nothing."""
         accepted: list[Accepted] = []
         rejected: list[Rejected] = []
         for entry_id, fields in entries:
@@ -64,13 +73,15 @@ class BatchTagger:
                 accepted.append(result)
             else:
                 rejected.append(result)
-        args = [*self._fixed_args, len(accepted)]
+        args = [*self._fixed_args, entries[0][0], len(accepted)]
         for a in accepted:
             args += [a.entry_id, a.user_id, a.record_id, a.ts_ms, a.head, a.upstream_session_id]
         for r in rejected:
             dead_fields = r.stream_fields()
             args += [r.entry_id, len(dead_fields), *dead_fields]
         reply = await self._script(keys=self.keys.script_keys(), args=args, client=self._client)
+        if reply[0] == -1:
+            raise OlderEntriesPending(reply[1])
         tagged, duplicates, dead, opened, already_acked = reply
         by_reason: dict[str, int] = {}
         for r in rejected:

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         100, ge=1, description="How long one read waits for new entries when idle."
     )
     claim_idle_ms: int = Field(
-        30_000,
+        10_000,
         ge=0,
         description="Entries pending this long (their consumer died) are claimed and tagged.",
     )

@@ -3,17 +3,26 @@
 --
 -- KEYS: 1 input stream, 2 output stream, 3 dead-letter stream,
 --       4 session state hash (user_id -> "session_id start_ms last_ms"), 5 dedup zset
--- ARGV: 1 group, 2 timeout_ms, 3 max_session_ms, 4 dedup_window_ms, 5 event count,
+-- ARGV: 1 group, 2 timeout_ms, 3 max_session_ms, 4 dedup_window_ms, 5 first entry id
+--       of the batch, 6 event count,
 --       then per event: entry_id, user_id, record_id, ts_ms, head, upstream_session_id,
 --       then per dead letter: entry_id, field count, field, value, ...
--- Returns {tagged, duplicates, dead, opened, already_acked}
+-- Returns {tagged, duplicates, dead, opened, already_acked}, or {-1, older_entry_id} when
+-- an older entry is still pending: entries are tagged in stream order, so the batch waits.
 
 local input, output, dead, state, dedup = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group = ARGV[1]
 local timeout_ms = tonumber(ARGV[2])
 local max_session_ms = tonumber(ARGV[3])
 local dedup_window_ms = tonumber(ARGV[4])
-local n_events = tonumber(ARGV[5])
+local n_events = tonumber(ARGV[6])
+
+-- Session boundaries depend on order: a batch never overtakes an older entry that a
+-- crashed or slower consumer still holds.
+local older = redis.call('XPENDING', input, group, '-', '(' .. ARGV[5], 1)
+if #older > 0 then
+  return {-1, older[1][1]}
+end
 
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -38,7 +47,7 @@ local function load_session(user)
   return s
 end
 
-local i = 6
+local i = 7
 for _ = 1, n_events do
   local entry_id, user, record_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local ts, head, upstream = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5]

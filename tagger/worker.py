@@ -13,7 +13,7 @@ from faststream.redis import RedisBroker, StreamSub
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
-from tagger.batch import BatchTagger, Counts, Entry
+from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
 from tagger.errors import GroupMissing
 from tagger.keys import Keys
 from tagger.settings import Settings
@@ -71,6 +71,7 @@ class Worker:
         self.app = FastStream(self.broker, logger=log)
         self._tagger: BatchTagger | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._wait_for_older_s = min(max(settings.claim_idle_ms / 10_000, 0.02), 1.0)
         stream = StreamSub(
             self.keys.input_stream,
             group=self.keys.group,
@@ -111,7 +112,16 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _handle(self, batch: dict[str, Any]) -> None:
-        await self._tag_with_retry(list(zip(batch["message_ids"], batch["data"], strict=True)))
+        entries = list(zip(batch["message_ids"], batch["data"], strict=True))
+        while True:
+            try:
+                await self._tag_with_retry(entries)
+                return
+            except OlderEntriesPending as exc:
+                # A consumer that died left older entries; they go first, once claimable.
+                log.info("%s; waiting to claim it", exc)
+                await asyncio.sleep(self._wait_for_older_s)
+                await self._claim_orphans()
 
     async def _tag_with_retry(self, entries: list[Entry]) -> None:
         assert self._tagger is not None
@@ -149,7 +159,10 @@ class Worker:
                 count=self.settings.batch_size,
             )
             if entries:
-                await self._tag_with_retry(entries)
+                try:
+                    await self._tag_with_retry(entries)
+                except OlderEntriesPending:
+                    return  # a live consumer holds older entries; try again next round
             if start_id == b"0-0":
                 return
 

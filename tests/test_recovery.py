@@ -67,6 +67,27 @@ def test_state_survives_a_killed_embedded_server(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_entries_of_a_dead_consumer_are_tagged_before_newer_ones(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(session_timeout_s=300, claim_idle_ms=300)
+    # Minutes 0, 1, 2 are one session in stream order; tagged after minute 20 they would
+    # be late arrivals and the boundaries would differ.
+    events = [event("sofia08", T0 + m * MINUTE_MS) for m in (0, 1, 2, 20)]
+    publish(client, settings, events[:3])
+    client.xgroup_create(settings.input_stream, settings.group, id="0")
+    # A consumer reads the first three entries and dies without acking them.
+    client.xreadgroup(settings.group, "ghost", {settings.input_stream: ">"}, count=3)
+    publish(client, settings, events[3:])
+
+    run_burst(settings)
+
+    out = tagged(client, settings)
+    assert [e["record_id"] for e in out] == [e["record_id"] for e in events]
+    assert len({e["session_id"] for e in out[:3]}) == 1
+    assert out[3]["session_id"] != out[0]["session_id"]
+
+
 def backlog_events(n_users: int, per_user: int, timeout_s: int) -> list[dict[str, Any]]:
     import random
 
