@@ -1,7 +1,6 @@
 """Turns one raw input entry into an event ready to tag, or a dead letter with a reason."""
 
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +14,11 @@ from schemas import A3CPMessage
 MAX_ENTRY_BYTES = 512 * 1024  # A3CP: a log line may be at most 512 KiB
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
-# Cheap byte probes; only an entry that contains one is walked in full for raw media.
-# A backslash may hide a marker behind a JSON escape, so it triggers the walk too.
-_MEDIA_PROBE = re.compile(rb"frame_data|audio_payload|data:|\\", re.IGNORECASE)
+# Cheap byte probes (on the lower-cased bytes: URL schemes ignore case); only an entry
+# that contains one is walked in full. A backslash may hide a marker behind a JSON
+# escape, so it triggers the walk too. (One `in` per probe is ~10x faster than a regex.)
+_MEDIA_PROBES = (b"frame_data", b"audio_payload", b"data:", b"\\")
+_CONTEXT_PROBES = (b"context_", b"\\")
 _BINARY_AUDIO_FORMATS = {"base64", "bytes"}
 _REASON_BY_FIELD = {
     "schema_version": "bad_schema_version",
@@ -91,7 +92,8 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
         return Rejected(entry_id, "invalid_json", f"Not valid JSON ({exc}). {_FIX}", raw)
     if not isinstance(event, dict):
         return Rejected(entry_id, "not_object", f"JSON is not an object. {_FIX}", raw)
-    if _MEDIA_PROBE.search(raw) and (media := find_raw_media(event)):
+    lowered = raw.lower()
+    if any(p in lowered for p in _MEDIA_PROBES) and (media := find_raw_media(event)):
         return _without_bytes(
             entry_id,
             raw,
@@ -99,7 +101,9 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
             f"Event carries raw media ({media}), which must never reach the logs; "
             "publish features or a raw_features_ref instead.",
         )
-    if flat := sorted(k for k in event if k.startswith("context_")):
+    if any(p in raw for p in _CONTEXT_PROBES) and (
+        flat := sorted(k for k in event if k.startswith("context_"))
+    ):
         return Rejected(
             entry_id,
             "flat_context",

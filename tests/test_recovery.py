@@ -162,3 +162,33 @@ def test_sigterm_finishes_the_batch_and_exits_0(
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == 0, stderr.decode()[-2000:]
     assert client.xpending(settings.input_stream, settings.group)["pending"] == 0
+
+
+def test_an_emptied_script_cache_is_refilled(
+    server_url: str, client: Redis, make_settings: SettingsFactory
+) -> None:
+    import asyncio
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from tagger.batch import BatchTagger
+    from tagger.worker import ensure_group
+
+    settings = make_settings()
+
+    async def tag_twice_with_a_flush_between() -> int:
+        aclient = AsyncRedis.from_url(server_url)
+        await ensure_group(aclient, BatchTagger(aclient, settings).keys)
+        batch_tagger = BatchTagger(aclient, settings)
+        total = 0
+        for _ in range(2):
+            publish(client, settings, [event()])
+            entries = await aclient.xreadgroup(
+                settings.group, "c", {settings.input_stream: ">"}, count=10
+            )
+            total += (await batch_tagger.tag(entries[0][1])).tagged
+            client.script_flush()  # what a server restart without the script looks like
+        await aclient.aclose()
+        return total
+
+    assert asyncio.run(tag_twice_with_a_flush_between()) == 2
