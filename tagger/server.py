@@ -50,7 +50,9 @@ class EmbeddedValkey:
                     f"Check {self.dir / 'valkey.log'}, or set TAGGER_REDIS_URL to use a "
                     "running Redis/Valkey server instead."
                 ) from exc
-            state = {"pid": os.getpid(), "port": self._server.port}
+            # The server's own pid: a server killed under a living owner is seen as gone.
+            process = self._server._process
+            state = {"pid": process.pid if process else 0, "port": self._server.port}
             self._state_file.write_text(json.dumps(state))
             return f"redis://127.0.0.1:{self._server.port}"
 

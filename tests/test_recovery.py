@@ -49,7 +49,8 @@ def test_state_survives_a_killed_embedded_server(tmp_path: Path) -> None:
     url = server.start()
     settings = Settings(redis_url=url, data_dir=tmp_path)
     first = event("omar07", T0)
-    publish(Redis.from_url(url), settings, [first, event("omar07", T0 + MINUTE_MS)])
+    with Redis.from_url(url) as before_kill:
+        publish(before_kill, settings, [first, event("omar07", T0 + MINUTE_MS)])
     run_burst(settings)
     server.kill()  # SIGKILL: only what AOF already holds survives
 
