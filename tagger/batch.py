@@ -1,17 +1,11 @@
 """One batch: validate entries in Python, then apply every effect in one script call."""
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib.resources import files
-from typing import Any
-
-from redis.asyncio import Redis
 
 from tagger.intake import Accepted, Rejected, check_entry
-from tagger.keys import Keys
-from tagger.settings import Settings
-
-TAG_SCRIPT = files("tagger").joinpath("tag.lua").read_text(encoding="utf-8")
+from tagger.script import SessionScript
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -25,14 +19,15 @@ class Counts:
     dead: int = 0
     opened: int = 0
     already_acked: int = 0
+    closed: int = 0  # sessions rolled by a later event (timeout or max duration)
+    late: int = 0  # events older than the user's latest session
+    upstream_mismatch: int = 0  # events whose incoming session_id was not the one given
     dead_by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: "Counts") -> None:
-        self.tagged += other.tagged
-        self.duplicates += other.duplicates
-        self.dead += other.dead
-        self.opened += other.opened
-        self.already_acked += other.already_acked
+        for f in dataclasses.fields(self):
+            if f.name != "dead_by_reason":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         for reason, n in other.dead_by_reason.items():
             self.dead_by_reason[reason] = self.dead_by_reason.get(reason, 0) + n
 
@@ -46,20 +41,10 @@ class OlderEntriesPending(Exception):
 
 
 class BatchTagger:
-    """Holds the registered script; `tag` applies one batch of raw entries."""
+    """`tag` validates a batch of raw entries and applies it in one script call."""
 
-    def __init__(self, client: Redis, settings: Settings) -> None:
-        self.keys = Keys.from_settings(settings)
-        # redis-py's Script re-loads itself on NOSCRIPT, so a server restart with an
-        # empty script cache costs one extra round trip, not an outage.
-        self._script = client.register_script(TAG_SCRIPT)
-        self._client = client
-        self._fixed_args: list[Any] = [
-            self.keys.group,
-            settings.session_timeout_s * 1000,
-            settings.max_session_s * 1000,
-            settings.dedup_window_s * 1000,
-        ]
+    def __init__(self, script: SessionScript) -> None:
+        self._script = script
         self.counts = Counts()
 
     async def tag(self, entries: Sequence[Entry]) -> Counts:
@@ -73,19 +58,22 @@ class BatchTagger:
                 accepted.append(result)
             else:
                 rejected.append(result)
-        args = [*self._fixed_args, entries[0][0], len(accepted)]
+        args: list[bytes | str | int] = [entries[0][0], len(accepted)]
         for a in accepted:
-            args += [a.entry_id, a.user_id, a.record_id, a.ts_ms, a.head, a.upstream_session_id]
+            args += [a.entry_id, a.user_id, a.record_id, a.ts_ms, a.head]
+            args += [a.upstream_session_id, a.modality, a.source]
         for r in rejected:
             dead_fields = r.stream_fields()
             args += [r.entry_id, len(dead_fields), *dead_fields]
-        reply = await self._script(keys=self.keys.script_keys(), args=args, client=self._client)
+        reply = await self._script.call("tag", args)
         if reply[0] == -1:
             raise OlderEntriesPending(reply[1])
-        tagged, duplicates, dead, opened, already_acked = reply
         by_reason: dict[str, int] = {}
         for r in rejected:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
-        counts = Counts(tagged, duplicates, dead, opened, already_acked, by_reason)
+        tagged, duplicates, dead, opened, already_acked, closed, late, mismatch = reply
+        counts = Counts(
+            tagged, duplicates, dead, opened, already_acked, closed, late, mismatch, by_reason
+        )
         self.counts.add(counts)
         return counts

@@ -40,6 +40,8 @@ class Accepted:
     ts_ms: int
     head: bytes  # the event's JSON minus its closing brace and any session_id
     upstream_session_id: str  # session_id the publisher sent, "" when none
+    modality: str  # "" when absent
+    source: str  # "" when absent
 
 
 @dataclass(slots=True)
@@ -128,6 +130,8 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
         ts_ms=(spine.timestamp - _EPOCH) // _ONE_MS,
         head=head,
         upstream_session_id=upstream or "",
+        modality=spine.modality or "",
+        source=spine.source or "",
     )
 
 

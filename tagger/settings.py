@@ -38,12 +38,19 @@ class Settings(BaseSettings):
     dead_letter_stream: str = Field(
         "a3cp:messages:dead", description="Stream of rejected entries with a reason."
     )
-    group: str = Field("session-tagger", description="Consumer group on the input stream.")
+    control_stream: str = Field(
+        "a3cp:sessions:control",
+        description="Stream of explicit session start/end requests; replies go to "
+        "<control stream>:replies.",
+    )
+    group: str = Field(
+        "session-tagger", description="Consumer group on the input and control streams."
+    )
     consumer: str | None = Field(
         None, description="Consumer name inside the group; unset = <hostname>-<pid>."
     )
     state_prefix: str = Field(
-        "a3cp:tagger", description="Prefix of the session-state and dedup keys."
+        "a3cp:tagger", description="Prefix of the session registry, state and dedup keys."
     )
     session_timeout_s: int = Field(
         300, gt=0, description="Inactivity (event time) after which a new session opens."
@@ -57,6 +64,9 @@ class Settings(BaseSettings):
         10_000,
         ge=0,
         description="Entries pending this long (their consumer died) are claimed and tagged.",
+    )
+    sweep_interval_ms: int = Field(
+        1000, ge=10, description="How often idle sessions are looked for and closed."
     )
     dedup_window_s: int = Field(
         86_400, gt=0, description="How long a tagged record_id is remembered for dedup."

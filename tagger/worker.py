@@ -14,23 +14,27 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
+from tagger.control import handle_request
 from tagger.errors import GroupMissing
 from tagger.keys import Keys
+from tagger.script import SessionScript
 from tagger.settings import Settings
 
 log = logging.getLogger("tagger")
 _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 _TRANSIENT = (ConnectionError, TimeoutError)
+SWEEP_CHUNK = 100  # sessions closed per script call, so one call stays short
 
 
 async def ensure_group(client: Redis, keys: Keys) -> None:
-    """Create the consumer group from the stream's start; an existing group is kept."""
-    try:
-        # From id 0, not "$": a backlog published before the first run is tagged too.
-        await client.xgroup_create(keys.input_stream, keys.group, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    """Create the consumer groups from the streams' start; existing groups are kept."""
+    for stream in (keys.input_stream, keys.control_stream):
+        try:
+            # From id 0, not "$": a backlog published before the first run is tagged too.
+            await client.xgroup_create(stream, keys.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
 
 async def check_group(client: Redis, keys: Keys) -> None:
@@ -46,16 +50,16 @@ async def check_group(client: Redis, keys: Keys) -> None:
         )
 
 
-async def backlog(client: Redis, keys: Keys) -> tuple[int, int]:
+async def backlog(client: Redis, keys: Keys, stream: str) -> tuple[int, int]:
     """(entries never delivered to the group, entries delivered but not acked)."""
-    for group in await client.xinfo_groups(keys.input_stream):
+    for group in await client.xinfo_groups(stream):
         if group["name"].decode() == keys.group:
             lag = group.get("lag")
             if lag is None:  # Redis cannot tell after some deletions; compare ids instead
-                info = await client.xinfo_stream(keys.input_stream)
+                info = await client.xinfo_stream(stream)
                 lag = int(info["last-generated-id"] != group["last-delivered-id"])
             return int(lag), int(group["pending"])
-    raise GroupMissing(f"Consumer group '{keys.group}' vanished; restart the tagger.")
+    raise GroupMissing(f"Consumer group '{keys.group}' on '{stream}' vanished; restart the tagger.")
 
 
 class Worker:
@@ -70,6 +74,8 @@ class Worker:
         self.broker = RedisBroker(url, log_level=logging.DEBUG, graceful_timeout=30.0)
         self.app = FastStream(self.broker, logger=log)
         self._tagger: BatchTagger | None = None
+        self._script: SessionScript | None = None
+        self.sessions_timed_out = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._wait_for_older_s = min(max(settings.claim_idle_ms / 10_000, 0.02), 1.0)
         stream = StreamSub(
@@ -86,6 +92,16 @@ class Worker:
         self.broker.subscriber(
             stream=stream, parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL
         )(self._handle)
+        control = StreamSub(
+            self.keys.control_stream,
+            group=self.keys.group,
+            consumer=self.consumer,
+            polling_interval=settings.block_ms,
+            last_id=">",
+        )
+        self.broker.subscriber(
+            stream=control, parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL
+        )(self._handle_control)
         self.app.on_startup(self._prepare)
         self.app.after_startup(self._start_background)
         self.app.on_shutdown(self._stop_background)
@@ -98,11 +114,13 @@ class Worker:
     async def _prepare(self) -> None:
         client = await self.broker.connect()
         await ensure_group(client, self.keys)
-        self._tagger = BatchTagger(client, self.settings)
+        self._script = SessionScript(client, self.settings)
+        self._tagger = BatchTagger(self._script)
         self.counts = self._tagger.counts
 
     async def _start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._claim_orphans_forever()))
+        self._tasks.append(asyncio.create_task(self._sweep_forever()))
         if self.burst:
             self._tasks.append(asyncio.create_task(self._exit_when_drained()))
 
@@ -122,6 +140,28 @@ class Worker:
                 log.info("%s; waiting to claim it", exc)
                 await asyncio.sleep(self._wait_for_older_s)
                 await self._claim_orphans()
+
+    async def _handle_control(self, message: dict[str, Any]) -> None:
+        assert self._script is not None
+        (entry_id,) = message["message_ids"]
+        reply = await handle_request(
+            self._script, await self.broker.connect(), entry_id, message["data"]
+        )
+        log.info("control %s: %s %s", reply.request_id, reply.status, reply.reason)
+
+    async def _sweep_forever(self) -> None:
+        """Close sessions idle past the timeout (wall clock), even if no event comes."""
+        assert self._script is not None
+        while True:
+            try:
+                while True:
+                    closed, due = await self._script.call("sweep", [SWEEP_CHUNK])
+                    self.sessions_timed_out += closed
+                    if due < SWEEP_CHUNK:
+                        break
+            except _TRANSIENT as exc:
+                log.warning("sweeping idle sessions failed (%s); will retry", exc)
+            await asyncio.sleep(self.settings.sweep_interval_ms / 1000)
 
     async def _tag_with_retry(self, entries: list[Entry]) -> None:
         assert self._tagger is not None
@@ -168,7 +208,8 @@ class Worker:
 
     async def _exit_when_drained(self) -> None:
         client = await self.broker.connect()
-        while await backlog(client, self.keys) != (0, 0):
+        streams = (self.keys.input_stream, self.keys.control_stream)
+        while any([await backlog(client, self.keys, s) != (0, 0) for s in streams]):
             await asyncio.sleep(0.05)
         self.app.exit()
 

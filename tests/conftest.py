@@ -49,6 +49,7 @@ def make_settings(server_url: str, tmp_path: Path) -> SettingsFactory:
             "input_stream": f"{ns}:in",
             "output_stream": f"{ns}:out",
             "dead_letter_stream": f"{ns}:dead",
+            "control_stream": f"{ns}:control",
             "state_prefix": f"{ns}:state",
             "claim_idle_ms": 200,
         }
@@ -73,15 +74,27 @@ def publish(client: "Redis[bytes]", settings: Settings, events: list[Any]) -> No
     pipe.execute()
 
 
-def tagged(client: "Redis[bytes]", settings: Settings) -> list[dict[str, Any]]:
-    """The output stream's events, decoded, with the entry's own fields checked."""
+def output(client: "Redis[bytes]", settings: Settings) -> list[dict[str, Any]]:
+    """Every output entry's event (messages and boundaries) in stream order, with the
+    entry's own fields checked against it."""
     events = []
     for _id, fields in client.xrange(settings.output_stream):
         event = orjson.loads(fields[b"data"])
         assert fields[b"session_id"].decode() == event["session_id"]
         assert fields[b"user_id"].decode() == event["user_id"]
-        events.append(event)
+        kind = fields[b"kind"].decode()
+        assert kind == event.get("kind", "message")
+        events.append({**event, "kind": kind} if kind == "message" else event)
     return events
+
+
+def tagged(client: "Redis[bytes]", settings: Settings) -> list[dict[str, Any]]:
+    """The tagged messages of the output stream (boundary events left out)."""
+    messages = []
+    for e in output(client, settings):
+        if e.pop("kind") == "message":
+            messages.append(e)
+    return messages
 
 
 def event(user_id: str = "elias01", ts_ms: int = 1_750_000_000_000, **extra: Any) -> dict[str, Any]:

@@ -173,14 +173,16 @@ def test_an_emptied_script_cache_is_refilled(
     from redis.asyncio import Redis as AsyncRedis
 
     from tagger.batch import BatchTagger
+    from tagger.script import SessionScript
     from tagger.worker import ensure_group
 
     settings = make_settings()
 
     async def tag_twice_with_a_flush_between() -> int:
         aclient = AsyncRedis.from_url(server_url)
-        await ensure_group(aclient, BatchTagger(aclient, settings).keys)
-        batch_tagger = BatchTagger(aclient, settings)
+        script = SessionScript(aclient, settings)
+        await ensure_group(aclient, script.keys)
+        batch_tagger = BatchTagger(script)
         total = 0
         for _ in range(2):
             publish(client, settings, [event()])

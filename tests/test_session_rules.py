@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from tests.conftest import SettingsFactory, event, publish, run_burst, tagged
-from tests.reference import observed_partition, reference_partition
+from tests.conftest import SettingsFactory, event, output, publish, run_burst, tagged
+from tests.reference import check_bracketing, observed_partition, reference_partition
 
 TIMEOUT_S, MAX_SESSION_S = 60, 600
 
@@ -65,3 +65,4 @@ def test_boundaries_match_reference_model(
         MAX_SESSION_S * 1000,
     )
     assert observed_partition(tagged(client, cfg)) == expected
+    check_bracketing(output(client, cfg))

@@ -1,0 +1,45 @@
+"""Explicit session start and end requests (shaped like A3CP's session inputs)."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import UUID4, BaseModel, ConfigDict, StringConstraints, model_validator
+
+from schemas.message import SEMVER_PATTERN, SESSION_ID_PATTERN, USER_ID_PATTERN
+
+
+class SessionControlRequest(BaseModel):
+    """`action` start opens a session (idempotent unless `supersede`); end closes one."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: Literal["start", "end"]
+    schema_version: Annotated[str, StringConstraints(pattern=SEMVER_PATTERN)] = "1.0.1"
+    record_id: UUID4
+    user_id: Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
+    timestamp: datetime
+    performer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    session_id: Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)] | None = None
+    session_notes: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    is_training_data: bool = False
+    training_intent_label: Annotated[str, StringConstraints(max_length=128)] | None = None
+    supersede: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SessionControlRequest":
+        if self.action == "end" and self.session_id is None:
+            raise ValueError("an end request must name its session_id")
+        if self.is_training_data and not self.training_intent_label:
+            raise ValueError("training sessions must carry a training_intent_label")
+        if self.timestamp.tzinfo is None:
+            self.timestamp = self.timestamp.replace(tzinfo=UTC)
+        return self
+
+
+class ControlReply(BaseModel):
+    """What the tagger answers on the replies stream, keyed by the request's record_id."""
+
+    request_id: str
+    status: Literal["ok", "error"]
+    session_id: str
+    reason: str

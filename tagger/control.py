@@ -1,0 +1,127 @@
+"""Explicit session control: the worker's handler and the client that asks and waits."""
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from schemas import ControlReply, SessionControlRequest
+from tagger.errors import TaggerError
+from tagger.intake import payload_of
+from tagger.keys import Keys
+from tagger.script import SessionScript
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A request nobody handled for this long (no tagger was running) is refused, not applied:
+# a caregiver who was told "no answer" must not find the session started later.
+REQUEST_TTL_S = 300
+
+
+class NoReply(TaggerError):
+    """No tagger answered a control request in time."""
+
+
+async def handle_request(
+    script: SessionScript, client: AsyncRedis, entry_id: bytes, fields: dict[bytes, bytes]
+) -> ControlReply:
+    """Apply one control entry; every entry gets exactly one reply."""
+    keys = script.keys
+    raw = payload_of(fields) or b""
+    try:
+        request = SessionControlRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        return await _refuse(client, keys, entry_id, raw, exc)
+    ts_ms = (request.timestamp - _EPOCH) // timedelta(milliseconds=1)
+    if ts_ms < time.time() * 1000 - REQUEST_TTL_S * 1000:
+        return await _answer(
+            client,
+            keys,
+            entry_id,
+            str(request.record_id),
+            f"expired: asked over {REQUEST_TTL_S} s ago; ask again",
+        )
+    status, session_id, reason = await script.call(
+        "control",
+        [
+            entry_id,
+            request.action,
+            str(request.record_id),
+            request.user_id,
+            request.performer_id,
+            ts_ms,
+            request.session_id or "",
+            request.session_notes or "",
+            int(request.is_training_data),
+            request.training_intent_label or "",
+            int(request.supersede),
+        ],
+    )
+    return ControlReply(
+        request_id=str(request.record_id),
+        status=status.decode(),
+        session_id=session_id.decode(),
+        reason=reason.decode(),
+    )
+
+
+async def _refuse(
+    client: AsyncRedis, keys: Keys, entry_id: bytes, raw: bytes, exc: ValidationError
+) -> ControlReply:
+    try:
+        request_id = str(orjson.loads(raw).get("record_id", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        request_id = ""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in error["loc"]) or "request"
+    return await _answer(
+        client, keys, entry_id, request_id, f"invalid_request: {where}: {error['msg']}"
+    )
+
+
+async def _answer(
+    client: AsyncRedis, keys: Keys, entry_id: bytes, request_id: str, reason: str
+) -> ControlReply:
+    """Refuse a request: ack it and reply with the reason, together."""
+    reply = ControlReply(request_id=request_id, status="error", session_id="", reason=reason)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.xack(keys.control_stream, keys.group, entry_id)
+        pipe.xadd(keys.control_replies, dict(reply))
+        await pipe.execute()
+    return reply
+
+
+def request(
+    client: Redis, keys: Keys, action: str, user_id: str, timeout_s: float = 10.0, **fields: Any
+) -> ControlReply:
+    """Publish a start/end request and wait for the tagger's reply."""
+    record_id = str(uuid.uuid4())
+    body = {
+        "action": action,
+        "schema_version": "1.0.1",
+        "record_id": record_id,
+        "user_id": user_id,
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        **{k: v for k, v in fields.items() if v is not None},
+    }
+    last: Any = client.xrevrange(keys.control_replies, count=1)
+    after = last[0][0] if last else b"0-0"
+    client.xadd(keys.control_stream, {"data": orjson.dumps(body)})
+    deadline = time.monotonic() + timeout_s
+    while (left_s := deadline - time.monotonic()) > 0:
+        replies: Any = client.xread({keys.control_replies: after}, block=max(1, int(left_s * 1000)))
+        for _stream, entries in replies:
+            for entry_id, reply in entries:
+                after = entry_id
+                if reply[b"request_id"].decode() == record_id:
+                    return ControlReply.model_validate(
+                        {k.decode(): v.decode() for k, v in reply.items()}
+                    )
+    raise NoReply(
+        f"no tagger answered request {record_id} within {timeout_s:.0f} s; start one with "
+        "`tagger run` (same TAGGER_* settings) and try again"
+    )

@@ -1,0 +1,348 @@
+-- Session manager, run inside the server so each call's effects are atomic:
+-- ARGV[1] picks the operation: 'tag' (a batch of input entries), 'sweep' (close idle
+-- sessions), 'control' (an explicit start or end request).
+--
+-- KEYS: 1 input stream, 2 output stream, 3 dead-letter stream, 4 active sessions
+--       (hash user_id -> "sid start_ms last_ms seq first_ms"), 5 dedup zset (record_id
+--       by tag time), 6 session index (zset sid by start_ms), 7 deadlines (zset sid by
+--       wall-clock ms), 8 control stream, 9 control replies stream
+-- ARGV: 1 op, 2 group, 3 timeout_ms, 4 max_session_ms, 5 dedup_window_ms,
+--       6 session key prefix, 7 user key prefix, then the op's own arguments.
+
+local K_INPUT, K_OUTPUT, K_DEAD, K_ACTIVE, K_DEDUP = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_INDEX, K_DEADLINES, K_CONTROL, K_REPLIES = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local op, group = ARGV[1], ARGV[2]
+local timeout_ms, max_session_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local dedup_window_ms = tonumber(ARGV[5])
+local session_prefix, user_prefix = ARGV[6], ARGV[7]
+local LATE_CANDIDATES = 8
+
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- UTC "YYYY-MM-DDTHH:MM:SS.mmmZ" from epoch ms (days-to-civil, proleptic Gregorian).
+local function iso(ms)
+  local days = math.floor(ms / 86400000)
+  local rem = ms - days * 86400000
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
+    math.floor(rem / 3600000), math.floor(rem / 60000) % 60, math.floor(rem / 1000) % 60,
+    rem % 1000)
+end
+
+-- A UUIDv4-shaped id derived from a name, so a replay reproduces boundary record_ids.
+local function uuid_for(name)
+  local h = redis.sha1hex(name)
+  local variant = string.format('%x', 8 + tonumber(string.sub(h, 17, 17), 16) % 4)
+  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-4' .. string.sub(h, 14, 16)
+    .. '-' .. variant .. string.sub(h, 18, 20) .. '-' .. string.sub(h, 21, 32)
+end
+
+local function json_or_null(v)
+  if v == nil or v == false or v == '' then return 'null' end
+  return cjson.encode(v)
+end
+
+local function pack(s)
+  return s.sid .. ' ' .. s.start .. ' ' .. s.last .. ' ' .. s.seq .. ' ' .. s.first
+end
+
+local function unpack_state(user, packed)
+  local sid, start, last, seq, first = string.match(packed,
+    '^(%S+) (-?%d+) (-?%d+) (%d+) (-?%d+)$')
+  return {sid = sid, user = user, start = tonumber(start), last = tonumber(last),
+          seq = tonumber(seq), first = tonumber(first), counts = {}}
+end
+
+local function publish_boundary(kind, user, sid, json)
+  redis.call('XADD', K_OUTPUT, '*', 'data', json, 'user_id', user, 'session_id', sid,
+    'kind', kind)
+end
+
+-- Opens a session: registry, indexes, deadline and its session.start event.
+local function open_session(user, sid, start_ms, performer, meta)
+  local key = session_prefix .. sid
+  redis.call('HSET', key, 'session_id', sid, 'user_id', user, 'status', 'active',
+    'start_ms', start_ms, 'start_time', iso(start_ms), 'opened_by', performer,
+    'is_training_data', meta.is_training_data and 'true' or 'false',
+    'session_notes', meta.notes or '', 'training_intent_label', meta.label or '',
+    'events', 0, 'seq', 0)
+  redis.call('ZADD', K_INDEX, start_ms, sid)
+  redis.call('ZADD', user_prefix .. user, start_ms, sid)
+  redis.call('ZADD', K_DEADLINES, now_ms + timeout_ms, sid)
+  publish_boundary('session.start', user, sid, '{"schema_version":"1.0.1","record_id":"'
+    .. uuid_for(sid .. ':start') .. '","user_id":' .. cjson.encode(user)
+    .. ',"session_id":"' .. sid .. '","timestamp":"' .. iso(now_ms)
+    .. '","source":"session_manager","performer_id":' .. cjson.encode(performer)
+    .. ',"start_time":"' .. iso(start_ms) .. '","is_training_data":'
+    .. (meta.is_training_data and 'true' or 'false') .. ',"session_notes":'
+    .. json_or_null(meta.notes) .. ',"training_intent_label":' .. json_or_null(meta.label)
+    .. ',"kind":"session.start"}')
+  return {sid = sid, user = user, start = start_ms, last = start_ms, seq = 0,
+          first = -1, counts = {}}
+end
+
+-- Writes what a batch counted for a session into its registry hash.
+local function flush_counts(s)
+  local key = session_prefix .. s.sid
+  for field, n in pairs(s.counts) do
+    redis.call('HINCRBY', key, field, n)
+  end
+  s.counts = {}
+  redis.call('HSET', key, 'seq', s.seq, 'events', s.seq, 'last_ms', s.last,
+    'first_event_ms', s.first, 'last_event_ms', s.seq > 0 and s.last or -1)
+end
+
+-- Closes an active session: registry, indexes and its session.end event.
+local function close_session(s, reason, performer, end_ms)
+  flush_counts(s)
+  local key = session_prefix .. s.sid
+  redis.call('HSET', key, 'status', 'closed', 'close_reason', reason, 'end_ms', end_ms,
+    'end_time', iso(end_ms), 'closed_by', performer, 'closed_at', iso(now_ms))
+  redis.call('HDEL', K_ACTIVE, s.user)
+  redis.call('ZREM', K_DEADLINES, s.sid)
+  local has_events = s.seq > 0
+  publish_boundary('session.end', s.user, s.sid, '{"schema_version":"1.0.1","record_id":"'
+    .. uuid_for(s.sid .. ':end') .. '","user_id":' .. cjson.encode(s.user)
+    .. ',"session_id":"' .. s.sid .. '","timestamp":"' .. iso(now_ms)
+    .. '","source":"session_manager","performer_id":' .. cjson.encode(performer)
+    .. ',"end_time":"' .. iso(end_ms) .. '","close_reason":"' .. reason
+    .. '","event_count":' .. s.seq
+    .. ',"first_event_time":' .. (has_events and ('"' .. iso(s.first) .. '"') or 'null')
+    .. ',"last_event_time":' .. (has_events and ('"' .. iso(s.last) .. '"') or 'null')
+    .. ',"kind":"session.end"}')
+end
+
+local function active_session(user)
+  local packed = redis.call('HGET', K_ACTIVE, user)
+  if packed then return unpack_state(user, packed) end
+  return nil
+end
+
+local function new_sid(user, seed)
+  return 'sess_' .. string.sub(redis.sha1hex(user .. '\0' .. seed), 1, 16)
+end
+
+-- The session a late event belongs to: the most recent one whose span, widened by the
+-- timeout, holds ts; else the nearest in time. Returns (sid, is_active).
+local function session_for_late(user, ts, active)
+  local sids = redis.call('ZREVRANGE', user_prefix .. user, 0, LATE_CANDIDATES - 1)
+  local best, best_distance
+  for _, sid in ipairs(sids) do
+    local start, first, last
+    if active and sid == active.sid then
+      start, first, last = active.start, active.first, active.last
+    else
+      local r = redis.call('HMGET', session_prefix .. sid, 'start_ms', 'first_event_ms',
+        'last_event_ms')
+      start, first, last = tonumber(r[1]), tonumber(r[2] or -1), tonumber(r[3] or -1)
+    end
+    local lo = (first >= 0 and first < start) and first or start
+    local hi = last > start and last or start
+    if ts >= lo - timeout_ms and ts <= hi + timeout_ms then
+      return sid
+    end
+    local distance = ts < lo and lo - ts or ts - hi
+    if best == nil or distance < best_distance then
+      best, best_distance = sid, distance
+    end
+  end
+  return best
+end
+
+local function count(counts, field)
+  counts[field] = (counts[field] or 0) + 1
+end
+
+-- A late event tagged into a closed session updates that session's registry directly.
+local function seq_in_closed(sid, ts, modality, source)
+  local key = session_prefix .. sid
+  local seq = redis.call('HINCRBY', key, 'seq', 1)
+  redis.call('HINCRBY', key, 'events', 1)
+  redis.call('HINCRBY', key, 'late_events', 1)
+  if modality ~= '' then redis.call('HINCRBY', key, 'modality:' .. modality, 1) end
+  if source ~= '' then redis.call('HINCRBY', key, 'source:' .. source, 1) end
+  local r = redis.call('HMGET', key, 'first_event_ms', 'last_event_ms')
+  local first, last = tonumber(r[1] or -1), tonumber(r[2] or -1)
+  if first < 0 or ts < first then redis.call('HSET', key, 'first_event_ms', ts) end
+  if ts > last then redis.call('HSET', key, 'last_event_ms', ts) end
+  return seq
+end
+
+local function tag(args)
+  -- args: first entry id of the batch, event count, then per event 8 values:
+  -- entry_id, user_id, record_id, ts_ms, head, upstream_session_id, modality, source;
+  -- then per dead letter: entry_id, field count, field, value, ...
+  -- Session boundaries depend on order: a batch never overtakes an older entry that a
+  -- crashed or slower consumer still holds.
+  local older = redis.call('XPENDING', K_INPUT, group, '-', '(' .. args[1], 1)
+  if #older > 0 then
+    return {-1, older[1][1]}
+  end
+  redis.call('ZREMRANGEBYSCORE', K_DEDUP, '-inf', now_ms - dedup_window_ms)
+  local n_events = tonumber(args[2])
+  local tagged, duplicates, dead_count, opened, already_acked = 0, 0, 0, 0, 0
+  local closed, late, upstream_mismatch = 0, 0, 0
+  local sessions = {}  -- user -> active session state, or false when none
+  local i = 3
+  for _ = 1, n_events do
+    local entry_id, user, record_id = args[i], args[i + 1], args[i + 2]
+    local ts, head, upstream = tonumber(args[i + 3]), args[i + 4], args[i + 5]
+    local modality, source = args[i + 6], args[i + 7]
+    i = i + 8
+    -- XACK answers 0 when another consumer already finished this entry: skip it.
+    if redis.call('XACK', K_INPUT, group, entry_id) == 0 then
+      already_acked = already_acked + 1
+    elseif redis.call('ZADD', K_DEDUP, 'NX', now_ms, record_id) == 0 then
+      duplicates = duplicates + 1
+    else
+      local s = sessions[user]
+      if s == nil then
+        s = active_session(user) or false
+      end
+      local latest_start = s and s.start or nil
+      if not s then
+        local newest = redis.call('ZREVRANGE', user_prefix .. user, 0, 0, 'WITHSCORES')
+        if #newest > 0 then latest_start = tonumber(newest[2]) end
+      end
+      local sid, seq, is_late
+      if latest_start ~= nil and ts < latest_start then
+        -- Older than the user's latest session: no session opens retroactively.
+        is_late = true
+        late = late + 1
+        sid = session_for_late(user, ts, s)
+        if s and sid == s.sid then
+          s.seq = s.seq + 1
+          seq = s.seq
+          if s.first < 0 or ts < s.first then s.first = ts end
+          count(s.counts, 'late_events')
+          if modality ~= '' then count(s.counts, 'modality:' .. modality) end
+          if source ~= '' then count(s.counts, 'source:' .. source) end
+        else
+          seq = seq_in_closed(sid, ts, modality, source)
+        end
+      else
+        if s and (ts - s.last > timeout_ms or ts - s.start >= max_session_ms) then
+          local reason = ts - s.last > timeout_ms and 'timeout' or 'max_duration'
+          close_session(s, reason, 'system', s.seq > 0 and s.last or s.start)
+          closed = closed + 1
+          s = false
+        end
+        if not s then
+          s = open_session(user, new_sid(user, record_id), ts, 'system', {})
+          opened = opened + 1
+        end
+        if ts > s.last then s.last = ts end
+        if s.first < 0 or ts < s.first then s.first = ts end
+        s.seq = s.seq + 1
+        seq = s.seq
+        sid = s.sid
+        if modality ~= '' then count(s.counts, 'modality:' .. modality) end
+        if source ~= '' then count(s.counts, 'source:' .. source) end
+      end
+      sessions[user] = s
+      local data = head .. ',"session_id":"' .. sid .. '","session_seq":' .. seq
+      if is_late then data = data .. ',"late":true' end
+      if upstream ~= '' and upstream ~= sid then
+        data = data .. ',"upstream_session_id":' .. cjson.encode(upstream)
+        upstream_mismatch = upstream_mismatch + 1
+      end
+      redis.call('XADD', K_OUTPUT, '*', 'data', data .. '}', 'user_id', user,
+        'session_id', sid, 'kind', 'message')
+      tagged = tagged + 1
+    end
+  end
+
+  while i <= #args do
+    local entry_id, n_fields = args[i], tonumber(args[i + 1])
+    if redis.call('XACK', K_INPUT, group, entry_id) == 0 then
+      already_acked = already_acked + 1
+    else
+      redis.call('XADD', K_DEAD, '*', unpack(args, i + 2, i + 1 + n_fields))
+      dead_count = dead_count + 1
+    end
+    i = i + 2 + n_fields
+  end
+
+  for user, s in pairs(sessions) do
+    if s then
+      flush_counts(s)
+      redis.call('HSET', K_ACTIVE, user, pack(s))
+      redis.call('ZADD', K_DEADLINES, now_ms + timeout_ms, s.sid)
+    end
+  end
+  return {tagged, duplicates, dead_count, opened, already_acked, closed, late,
+          upstream_mismatch}
+end
+
+-- Closes sessions whose wall-clock deadline has passed. args: 1 max sessions to close.
+local function sweep(args)
+  local due = redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', now_ms, 'LIMIT', 0, args[1])
+  local closed = 0
+  for _, sid in ipairs(due) do
+    local user = redis.call('HGET', session_prefix .. sid, 'user_id')
+    local s = user and active_session(user)
+    if s and s.sid == sid then
+      close_session(s, 'timeout', 'system', s.seq > 0 and s.last or s.start)
+      closed = closed + 1
+    else
+      redis.call('ZREM', K_DEADLINES, sid)  -- stale: already closed some other way
+    end
+  end
+  return {closed, #due}
+end
+
+local function reply(request_id, status, sid, reason)
+  redis.call('XADD', K_REPLIES, '*', 'request_id', request_id, 'status', status,
+    'session_id', sid or '', 'reason', reason or '')
+  return {status, sid or '', reason or ''}
+end
+
+-- An explicit start or end. args: entry_id, action, request_id, user_id, performer_id,
+-- ts_ms, session_id, notes, is_training_data ('1'/'0'), training_intent_label, supersede.
+local function control(args)
+  local entry_id, action, request_id, user = args[1], args[2], args[3], args[4]
+  local performer, ts, sid = args[5], tonumber(args[6]), args[7]
+  if redis.call('XACK', K_CONTROL, group, entry_id) == 0 then
+    return {'skipped', '', 'already handled'}
+  end
+  local active = active_session(user)
+  if action == 'start' then
+    if active and args[11] ~= '1' then
+      return reply(request_id, 'ok', active.sid, 'already_active')
+    end
+    if active then
+      close_session(active, 'superseded', performer, math.max(active.last, ts))
+    end
+    local meta = {notes = args[8], is_training_data = args[9] == '1', label = args[10]}
+    local s = open_session(user, new_sid(user, request_id), ts, performer, meta)
+    redis.call('HSET', K_ACTIVE, user, pack(s))
+    return reply(request_id, 'ok', s.sid, active and 'superseded' or 'started')
+  end
+  local owner_status = redis.call('HMGET', session_prefix .. sid, 'user_id', 'status')
+  if not owner_status[1] then
+    return reply(request_id, 'error', sid, 'not_found')
+  elseif owner_status[1] ~= user then
+    return reply(request_id, 'error', sid, 'forbidden')
+  elseif owner_status[2] ~= 'active' or not active or active.sid ~= sid then
+    return reply(request_id, 'error', sid, 'already_closed')
+  end
+  close_session(active, 'explicit', performer, math.max(active.last, ts))
+  return reply(request_id, 'ok', sid, 'ended')
+end
+
+local rest = {}
+for n = 8, #ARGV do rest[#rest + 1] = ARGV[n] end
+if op == 'tag' then return tag(rest) end
+if op == 'sweep' then return sweep(rest) end
+if op == 'control' then return control(rest) end
+return redis.error_reply('unknown operation ' .. tostring(op))
