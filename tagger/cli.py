@@ -2,17 +2,13 @@
 
 import asyncio
 import logging
-import sys
 import time
 from pathlib import Path
-from typing import NoReturn
 
 import click
-from pydantic import ValidationError
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,31 +20,14 @@ from rich.progress import (
 from rich.table import Table
 
 from tagger.batch import Counts
+from tagger.cli_common import console, fail, load_settings
+from tagger.cli_sessions import sessions
 from tagger.demo import workload
 from tagger.errors import TaggerError
 from tagger.keys import Keys
 from tagger.publish import jsonl_lines, publish_raw
 from tagger.server import EmbeddedValkey, redact, redis_url
-from tagger.settings import Settings
 from tagger.worker import Worker, check_group
-
-console = Console()
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """One line saying why, then exit."""
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    sys.exit(code)
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'env'}: {e['msg']}" for e in exc.errors()
-        )
-        fail(f"bad TAGGER_* settings: {problems}", code=2)
 
 
 @click.group()
@@ -59,6 +38,9 @@ def main(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+main.add_command(sessions)
 
 
 @main.command()
@@ -185,6 +167,8 @@ def summary_table(counts: Counts, elapsed_s: float, users: int | None = None) ->
     table.add_row("events tagged", str(counts.tagged))
     table.add_row("duplicates dropped", str(counts.duplicates))
     table.add_row("sessions opened", str(counts.opened))
+    table.add_row("sessions rolled over", f"{counts.closed} (timeout or max duration)")
+    table.add_row("late events", str(counts.late))
     reasons = ", ".join(f"{r} {n}" for r, n in sorted(counts.dead_by_reason.items()))
     table.add_row("dead letters", f"{counts.dead}" + (f" ({reasons})" if reasons else ""))
     table.add_row("elapsed", f"{elapsed_s:.2f} s")

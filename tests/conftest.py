@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,3 +112,15 @@ def event(user_id: str = "elias01", ts_ms: int = 1_750_000_000_000, **extra: Any
         "performer_id": "system",
         **extra,
     }
+
+
+def tagger_env(settings: Settings) -> dict[str, str]:
+    """Environment that points a `tagger` subprocess at these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        env[f"TAGGER_{name.upper()}"] = str(value)
+    return env
+
+
+def tagger_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tagger", *args]

@@ -7,8 +7,7 @@ from pathlib import Path
 import orjson
 from redis import Redis
 
-from tests.conftest import SettingsFactory, event, tagged
-from tests.test_recovery import tagger_cmd, tagger_env
+from tests.conftest import SettingsFactory, event, tagged, tagger_cmd, tagger_env
 
 
 def run_tagger(

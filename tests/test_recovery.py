@@ -1,9 +1,7 @@
 """State lives in the server: restarts of the tagger or the server lose and double nothing."""
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,23 +10,19 @@ from redis import Redis
 
 from tagger.demo import user_timeline
 from tagger.settings import Settings
-from tests.conftest import SettingsFactory, event, publish, run_burst, tagged
+from tests.conftest import (
+    SettingsFactory,
+    event,
+    publish,
+    run_burst,
+    tagged,
+    tagger_cmd,
+    tagger_env,
+)
 from tests.reference import observed_partition, reference_partition
 
 MINUTE_MS = 60_000
 T0 = 1_750_000_000_000
-
-
-def tagger_env(settings: Settings) -> dict[str, str]:
-    """Environment that points a `tagger` subprocess at these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        env[f"TAGGER_{name.upper()}"] = str(value)
-    return env
-
-
-def tagger_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tagger", *args]
 
 
 def test_session_continues_across_a_tagger_restart(

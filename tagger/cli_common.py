@@ -1,0 +1,27 @@
+"""What every command shares: the console, failing with one line, loading settings."""
+
+import sys
+from typing import NoReturn
+
+from pydantic import ValidationError
+from rich.console import Console
+
+from tagger.settings import Settings
+
+console = Console()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line saying why, then exit."""
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'env'}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"bad TAGGER_* settings: {problems}", code=2)

@@ -1,0 +1,300 @@
+"""Sessions as first-class records: boundaries, timeouts that fire alone, explicit control."""
+
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from redis import Redis
+
+from tagger.control import request
+from tagger.keys import Keys
+from tagger.registry import get_session, list_sessions, validate
+from tagger.settings import Settings
+from tests.conftest import (
+    SettingsFactory,
+    event,
+    output,
+    publish,
+    run_burst,
+    tagged,
+    tagger_cmd,
+    tagger_env,
+)
+from tests.reference import check_bracketing
+
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+T0 = 1_750_000_000_000
+MINUTE_MS = 60_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@contextmanager
+def running_workers(settings: Settings, count: int = 1) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`tagger run` subprocesses for the duration of the block, then SIGKILLed."""
+    env = tagger_env(settings)
+    workers = [
+        subprocess.Popen(tagger_cmd("run"), env=env, stderr=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    try:
+        yield workers
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+    return result
+
+
+def boundaries(client: Redis, settings: Settings, kind: str) -> list[dict[str, Any]]:
+    return [e for e in output(client, settings) if e.get("kind") == kind]
+
+
+def test_boundary_events_bracket_each_session(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(session_timeout_s=300)
+    events = [event("elias01", T0 + m * MINUTE_MS) for m in (0, 1, 2, 30, 31)]
+    publish(client, settings, events)
+    counts = run_burst(settings)
+    out = output(client, settings)
+    assert [e.get("kind", "message") for e in out] == [
+        "session.start", "message", "message", "message",
+        "session.end", "session.start", "message", "message",
+    ]  # fmt: skip
+    start, end = out[0], out[4]
+    assert UUID4.match(start["record_id"]) and UUID4.match(end["record_id"])
+    assert ISO_MS_Z.match(start["timestamp"]) and abs(_ms(start["timestamp"]) - now_ms()) < 60_000
+    assert start["source"] == end["source"] == "session_manager"
+    assert start["performer_id"] == end["performer_id"] == "system"
+    assert start["start_time"] == events[0]["timestamp"]
+    assert start["is_training_data"] is False and start["session_notes"] is None
+    assert end["close_reason"] == "timeout"
+    assert end["end_time"] == end["last_event_time"] == events[2]["timestamp"]
+    assert end["first_event_time"] == events[0]["timestamp"]
+    assert end["event_count"] == 3
+    assert [e["session_seq"] for e in out if "session_seq" in e] == [1, 2, 3, 1, 2]
+    assert (counts.opened, counts.closed) == (2, 1)
+    check_bracketing(out)
+
+
+def test_max_duration_closes_with_its_reason(client: Redis, make_settings: SettingsFactory) -> None:
+    settings = make_settings(session_timeout_s=300, max_session_s=600)
+    publish(client, settings, [event("mira02", T0 + m * MINUTE_MS) for m in range(0, 13, 2)])
+    run_burst(settings)
+    (end,) = boundaries(client, settings, "session.end")
+    assert end["close_reason"] == "max_duration"
+
+
+def test_idle_session_closes_without_new_events(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(session_timeout_s=1, sweep_interval_ms=100)
+    events = [event("jonas03", now_ms() + i) for i in range(3)]
+    publish(client, settings, events)
+    with running_workers(settings):
+        (end,) = wait_for(lambda: boundaries(client, settings, "session.end"), timeout_s=30)
+    assert end["close_reason"] == "timeout"
+    assert end["end_time"] == events[-1]["timestamp"]  # the last event's time, not the sweep's
+    assert end["event_count"] == 3
+    session = get_session(client, Keys.from_settings(settings), end["session_id"])
+    assert session is not None and session["status"] == "closed"
+    assert session["close_reason"] == "timeout"
+
+
+def test_two_workers_close_each_session_exactly_once(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(session_timeout_s=1, sweep_interval_ms=50)
+    users = [f"user{n:02d}" for n in range(20)]
+    with running_workers(settings, count=2):
+        publish(client, settings, [event(u, now_ms()) for u in users for _ in range(3)])
+        wait_for(lambda: len(boundaries(client, settings, "session.end")) >= len(users))
+        time.sleep(1.0)  # room for a second, wrong close to show up
+    ends = boundaries(client, settings, "session.end")
+    assert sorted(e["user_id"] for e in ends) == users
+    check_bracketing(output(client, settings))
+
+
+def test_open_session_survives_a_worker_restart(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(session_timeout_s=2, sweep_interval_ms=100)
+    first = event("aylin04", now_ms())
+    with running_workers(settings):
+        publish(client, settings, [first])
+        wait_for(lambda: tagged(client, settings))
+    # The worker was SIGKILLed with the session open; a new one carries on with it.
+    publish(client, settings, [event("aylin04", now_ms())])
+    with running_workers(settings):
+        wait_for(lambda: boundaries(client, settings, "session.end"))
+    out = output(client, settings)
+    assert len({e["session_id"] for e in out}) == 1
+    assert [e.get("kind", "message") for e in out] == [
+        "session.start", "message", "message", "session.end",
+    ]  # fmt: skip
+
+
+def test_explicit_start_and_end(client: Redis, make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    keys = Keys.from_settings(settings)
+    with running_workers(settings):
+        started = request(
+            client, keys, "start", "noah05", performer_id="carer01",
+            session_notes="Training with carer miming", is_training_data=True,
+            training_intent_label="help",
+        )  # fmt: skip
+        assert (started.status, started.reason) == ("ok", "started")
+        again = request(client, keys, "start", "noah05", performer_id="carer01")
+        assert (again.session_id, again.reason) == (started.session_id, "already_active")
+        sid = started.session_id
+
+        publish(client, settings, [event("noah05", now_ms())])
+        wait_for(lambda: tagged(client, settings))
+        assert tagged(client, settings)[0]["session_id"] == sid
+
+        assert request(client, keys, "end", "lena06", performer_id="carer01", session_id=sid
+                       ).reason == "forbidden"  # fmt: skip
+        unknown = request(client, keys, "end", "noah05", performer_id="carer01",
+                          session_id="sess_0000000000000000")  # fmt: skip
+        assert (unknown.status, unknown.reason) == ("error", "not_found")
+        ended = request(client, keys, "end", "noah05", performer_id="carer01", session_id=sid)
+        assert (ended.status, ended.reason) == ("ok", "ended")
+        twice = request(client, keys, "end", "noah05", performer_id="carer01", session_id=sid)
+        assert (twice.status, twice.reason) == ("error", "already_closed")
+
+    start, end = (
+        boundaries(client, settings, "session.start"),
+        boundaries(client, settings, "session.end"),
+    )
+    assert len(start) == len(end) == 1
+    assert start[0]["performer_id"] == "carer01"
+    assert start[0]["is_training_data"] is True
+    assert start[0]["training_intent_label"] == "help"
+    assert start[0]["session_notes"] == "Training with carer miming"
+    assert (end[0]["close_reason"], end[0]["performer_id"]) == ("explicit", "carer01")
+    session = get_session(client, keys, sid)
+    assert session is not None
+    assert session["status"] == "closed" and session["events"] == 1
+    assert session["modality"] == {"gesture": 1}
+    assert session["source"] == {"gesture_classifier": 1}
+
+
+def test_supersede_and_refused_requests(client: Redis, make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    keys = Keys.from_settings(settings)
+    with running_workers(settings):
+        first = request(client, keys, "start", "omar07", performer_id="carer02")
+        second = request(client, keys, "start", "omar07", performer_id="carer02", supersede=True)
+        assert second.reason == "superseded" and second.session_id != first.session_id
+        bad = request(client, keys, "start", "omar07", performer_id="carer02",
+                      is_training_data=True)  # fmt: skip
+        assert bad.status == "error" and bad.reason.startswith("invalid_request")
+    (end,) = boundaries(client, settings, "session.end")
+    assert (end["session_id"], end["close_reason"]) == (first.session_id, "superseded")
+
+
+def test_incoming_session_id_of_the_active_session_is_kept(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings()
+    publish(client, settings, [event("sofia08", T0)])
+    run_burst(settings)
+    sid = tagged(client, settings)[0]["session_id"]
+    publish(
+        client,
+        settings,
+        [
+            event("sofia08", T0 + 1000, session_id=sid),
+            event("sofia08", T0 + 2000, session_id="sess_1111111111111111"),
+        ],
+    )
+    counts = run_burst(settings)
+    second, third = tagged(client, settings)[1:]
+    assert second["session_id"] == third["session_id"] == sid
+    assert "upstream_session_id" not in second
+    assert third["upstream_session_id"] == "sess_1111111111111111"
+    assert counts.upstream_mismatch == 1
+
+
+def test_late_events_join_the_session_they_fit(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(session_timeout_s=300)
+    first_session = [event("lena06", T0 + m * MINUTE_MS) for m in (0, 1, 2)]
+    second_session = [event("lena06", T0 + m * MINUTE_MS) for m in (30, 31)]
+    late = event("lena06", T0 + 3 * MINUTE_MS)  # fits the first (closed) session
+    very_late = event("lena06", T0 - 600 * MINUTE_MS)  # older than anything known
+    publish(client, settings, [*first_session, *second_session, late, very_late])
+    counts = run_burst(settings)
+    out = tagged(client, settings)
+    sessions = [e["session_id"] for e in out]
+    assert sessions[5] == sessions[0] and out[5]["late"] is True and out[5]["session_seq"] == 4
+    assert sessions[6] == sessions[0] and out[6]["late"] is True  # nearest known session
+    assert counts.opened == 2 and counts.late == 2
+    assert "late" not in out[0]
+    check_bracketing(output(client, settings))
+
+
+def test_registry_queries_and_cli(client: Redis, make_settings: SettingsFactory) -> None:
+    settings = make_settings(session_timeout_s=300)
+    keys = Keys.from_settings(settings)
+    publish(
+        client,
+        settings,
+        [
+            event("elias01", T0),
+            event("elias01", T0 + 60 * MINUTE_MS),
+            event("mira02", T0 + MINUTE_MS),
+        ],
+    )
+    run_burst(settings)
+    everything = list_sessions(client, keys)
+    assert [s["user_id"] for s in everything] == ["elias01", "mira02", "elias01"]  # newest first
+    closed, active = everything[2], everything[0]
+    assert list_sessions(client, keys, status="closed") == [closed]
+    assert [
+        s["session_id"] for s in list_sessions(client, keys, user_id="elias01", limit=1, offset=1)
+    ] == [closed["session_id"]]
+    assert list_sessions(client, keys, since_ms=T0 + 2 * MINUTE_MS) == [active]
+    assert validate(client, keys, "elias01", active["session_id"]) == "active"
+    assert validate(client, keys, "elias01", closed["session_id"]) == "closed"
+    assert validate(client, keys, "mira02", closed["session_id"]) == "invalid"
+    assert validate(client, keys, "elias01", "sess_" + uuid.uuid4().hex[:16]) == "invalid"
+
+    env = {**tagger_env(settings), "COLUMNS": "200"}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(tagger_cmd("sessions", *args), env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = orjson.loads(cli("list", "--user", "elias01", "--status", "closed", "--json"))
+    assert [s["session_id"] for s in listed] == [closed["session_id"]]
+    assert listed[0]["close_reason"] == "timeout" and listed[0]["events"] == 1
+    assert cli("validate", "--user", "elias01", active["session_id"]).strip() == "active"
+    shown = orjson.loads(cli("show", active["session_id"], "--json"))
+    assert shown["status"] == "active" and shown["modality"] == {"gesture": 1}
+    assert active["session_id"] in cli("list", "--since", "2025-06-15T00:00:00Z")
+
+
+def _ms(iso_text: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso_text).timestamp() * 1000)
