@@ -113,7 +113,9 @@ def request(
     client.xadd(keys.control_stream, {"data": orjson.dumps(body)})
     deadline = time.monotonic() + timeout_s
     while (left_s := deadline - time.monotonic()) > 0:
-        replies: Any = client.xread({keys.control_replies: after}, block=max(1, int(left_s * 1000)))
+        # Short blocks: a client's socket timeout must never cut a long one.
+        block_ms = max(1, min(1000, int(left_s * 1000)))
+        replies: Any = client.xread({keys.control_replies: after}, block=block_ms)
         for _stream, entries in replies:
             for entry_id, reply in entries:
                 after = entry_id
@@ -123,5 +125,6 @@ def request(
                     )
     raise NoReply(
         f"no tagger answered request {record_id} within {timeout_s:.0f} s; start one with "
-        "`tagger run` (same TAGGER_* settings) and try again"
+        f"`tagger run` (same TAGGER_* settings). The request stays queued and is applied if "
+        f"a tagger starts within {REQUEST_TTL_S} s of it; after that it is refused"
     )

@@ -298,3 +298,37 @@ def _ms(iso_text: str) -> int:
     from datetime import datetime
 
     return int(datetime.fromisoformat(iso_text).timestamp() * 1000)
+
+
+def test_cli_start_and_end(client: Redis, make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    env = tagger_env(settings)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(tagger_cmd("sessions", *args), env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    with running_workers(settings):
+        started = cli("start", "--user", "elias01", "--performer", "carer01",
+                      "--training-label", "hungry", "--notes", "after lunch")  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        sid, reason = started.stdout.split()
+        assert reason == "started"
+        refused = cli("end", sid, "--user", "mira02")
+        assert refused.returncode == 1 and "forbidden" in refused.stderr
+        ended = cli("end", sid, "--user", "elias01", "--performer", "carer01")
+        assert ended.returncode == 0 and ended.stdout.split() == [sid, "ended"]
+    session = get_session(client, Keys.from_settings(settings), sid)
+    assert session is not None
+    assert session["training_intent_label"] == "hungry" and session["is_training_data"] is True
+    assert session["session_notes"] == "after lunch" and session["close_reason"] == "explicit"
+
+
+def test_cli_start_without_a_running_tagger_says_what_to_do(make_settings: SettingsFactory) -> None:
+    env = tagger_env(make_settings())
+    done = subprocess.run(
+        tagger_cmd("sessions", "start", "--user", "elias01"),
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "tagger run" in done.stderr
