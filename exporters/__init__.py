@@ -1,3 +1,12 @@
-"""File sinks of the tagged stream (JSONL audit log, Parquet). Built in the export issue."""
+"""File sinks of the tagged stream: the JSONL audit log (and Parquet, bundles, datasets)."""
 
-__all__: list[str] = []
+from exporters.jsonl import JsonlSink
+from exporters.runner import Sink
+from tagger.settings import Settings
+
+__all__ = ["JsonlSink", "Sink", "file_sinks"]
+
+
+def file_sinks(settings: Settings) -> list[Sink]:
+    """The sinks `tagger run` runs by default."""
+    return [JsonlSink(settings.data_dir)]

@@ -44,14 +44,22 @@ main.add_command(sessions)
 
 
 @main.command()
-@click.option("--burst", is_flag=True, help="Exit 0 once the input stream is drained.")
-def run(burst: bool) -> None:
-    """Tag the input stream until stopped (SIGTERM/SIGINT finish the batch in hand)."""
+@click.option(
+    "--burst", is_flag=True, help="Exit 0 once the input is drained and written to files."
+)
+@click.option("--no-sinks", is_flag=True, help="Tag only; write no files.")
+@click.option("--sinks-only", is_flag=True, help="Write files from the tagged stream; no tagging.")
+def run(burst: bool, no_sinks: bool, sinks_only: bool) -> None:
+    """Tag the input stream and write the logs until stopped (SIGTERM/SIGINT finish the
+    batch in hand)."""
+    if no_sinks and sinks_only:
+        fail("--no-sinks and --sinks-only exclude each other; pick one", code=2)
     settings = load_settings()
     try:
         with redis_url(settings) as url:
             started = time.perf_counter()
-            counts = asyncio.run(Worker(settings, url, burst=burst).run())
+            worker = Worker(settings, url, burst=burst, tag=not sinks_only, sinks=not no_sinks)
+            counts = asyncio.run(worker.run())
             console.print(summary_table(counts, time.perf_counter() - started))
     except TaggerError as exc:
         fail(str(exc))

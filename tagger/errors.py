@@ -19,3 +19,7 @@ class EmbeddedServerError(TaggerError):
 
 class PublishError(TaggerError):
     """An input file could not be published."""
+
+
+class SinkFailed(TaggerError):
+    """A file sink could not store what it read; the service stops instead of acking."""

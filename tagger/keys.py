@@ -38,6 +38,14 @@ class Keys:
             user_prefix=f"{p}:user:",
         )
 
+    def sink_group(self, sink: str) -> str:
+        """Consumer group of a file sink on the output stream."""
+        return f"{self.group}-{sink}"
+
+    def sink_lease(self, sink: str) -> str:
+        """Lease key: one worker at a time writes a sink's files."""
+        return f"{self.session_prefix.removesuffix('session:')}sink:{sink}:leader"
+
     def session(self, session_id: str) -> str:
         return self.session_prefix + session_id
 

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Entries pending this long (their consumer died) are claimed and tagged.",
     )
+    sink_lease_ms: int = Field(
+        5000,
+        ge=100,
+        description="One worker at a time writes each file sink; if it dies, another "
+        "takes over after this long.",
+    )
     sweep_interval_ms: int = Field(
         1000, ge=10, description="How often idle sessions are looked for and closed."
     )

@@ -13,9 +13,11 @@ from faststream.redis import RedisBroker, StreamSub
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
+from exporters import file_sinks
+from exporters.runner import SinkRunner, ensure_sink_group
 from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
 from tagger.control import handle_request
-from tagger.errors import GroupMissing
+from tagger.errors import GroupMissing, SinkFailed
 from tagger.keys import Keys
 from tagger.script import SessionScript
 from tagger.settings import Settings
@@ -24,6 +26,7 @@ log = logging.getLogger("tagger")
 _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 _TRANSIENT = (ConnectionError, TimeoutError)
 SWEEP_CHUNK = 100  # sessions closed per script call, so one call stays short
+SINK_STOP_TIMEOUT_S = 30.0
 
 
 async def ensure_group(client: Redis, keys: Keys) -> None:
@@ -50,22 +53,26 @@ async def check_group(client: Redis, keys: Keys) -> None:
         )
 
 
-async def backlog(client: Redis, keys: Keys, stream: str) -> tuple[int, int]:
+async def backlog(client: Redis, stream: str, group_name: str) -> tuple[int, int]:
     """(entries never delivered to the group, entries delivered but not acked)."""
     for group in await client.xinfo_groups(stream):
-        if group["name"].decode() == keys.group:
+        if group["name"].decode() == group_name:
             lag = group.get("lag")
             if lag is None:  # Redis cannot tell after some deletions; compare ids instead
                 info = await client.xinfo_stream(stream)
                 lag = int(info["last-generated-id"] != group["last-delivered-id"])
             return int(lag), int(group["pending"])
-    raise GroupMissing(f"Consumer group '{keys.group}' on '{stream}' vanished; restart the tagger.")
+    raise GroupMissing(f"Consumer group '{group_name}' on '{stream}' vanished; restart the tagger.")
 
 
 class Worker:
-    """Wires the subscriber, the orphan claimer and (in burst mode) the drain watcher."""
+    """Wires the subscribers, the orphan claimer, the sweeper, the file sinks and (in burst
+    mode) the drain watcher. `tag=False` runs the sinks alone, `sinks=False` the tagger."""
 
-    def __init__(self, settings: Settings, url: str, *, burst: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, url: str, *, burst: bool = False, tag: bool = True,
+        sinks: bool = True,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.keys = Keys.from_settings(settings)
         self.burst = burst
@@ -77,7 +84,19 @@ class Worker:
         self._script: SessionScript | None = None
         self.sessions_timed_out = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._sink_tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
         self._wait_for_older_s = min(max(settings.claim_idle_ms / 10_000, 0.02), 1.0)
+        self.tagging, self.sinks = tag, sinks
+        self.failure: BaseException | None = None
+        self.app.on_startup(self._prepare)
+        self.app.after_startup(self._start_background)
+        self.app.on_shutdown(self._stop_background)
+        if tag:
+            self._subscribe()
+
+    def _subscribe(self) -> None:
+        settings = self.settings
         stream = StreamSub(
             self.keys.input_stream,
             group=self.keys.group,
@@ -102,32 +121,59 @@ class Worker:
         self.broker.subscriber(
             stream=control, parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL
         )(self._handle_control)
-        self.app.on_startup(self._prepare)
-        self.app.after_startup(self._start_background)
-        self.app.on_shutdown(self._stop_background)
 
     async def run(self) -> Counts:
-        """Run until stopped (or, in burst mode, until the input is drained)."""
+        """Run until stopped (or, in burst mode, until the input is drained and written)."""
         await self.app.run()
+        if self.failure is not None:
+            raise SinkFailed(
+                f"a file sink failed ({self.failure}); nothing it did not store was acked. "
+                "Fix the cause (disk space, permissions on TAGGER_DATA_DIR) and restart."
+            ) from self.failure
         return self.counts
 
     async def _prepare(self) -> None:
         client = await self.broker.connect()
         await ensure_group(client, self.keys)
+        if self.sinks:
+            for sink in file_sinks(self.settings):
+                await ensure_sink_group(
+                    client, self.keys.output_stream, self.keys.sink_group(sink.name)
+                )
         self._script = SessionScript(client, self.settings)
         self._tagger = BatchTagger(self._script)
         self.counts = self._tagger.counts
 
     async def _start_background(self) -> None:
-        self._tasks.append(asyncio.create_task(self._claim_orphans_forever()))
-        self._tasks.append(asyncio.create_task(self._sweep_forever()))
+        if self.tagging:
+            self._tasks.append(asyncio.create_task(self._claim_orphans_forever()))
+            self._tasks.append(asyncio.create_task(self._sweep_forever()))
+        if self.sinks:
+            client = await self.broker.connect()
+            for sink in file_sinks(self.settings):
+                runner = SinkRunner(client, self.settings, sink, self.consumer)
+                task = asyncio.create_task(runner.run(self._stopping))
+                task.add_done_callback(self._on_sink_done)
+                self._sink_tasks.append(task)
         if self.burst:
             self._tasks.append(asyncio.create_task(self._exit_when_drained()))
 
+    def _on_sink_done(self, task: "asyncio.Task[None]") -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("file sink stopped: %s", exc)
+            self.failure = exc
+            self.app.exit()
+
     async def _stop_background(self) -> None:
-        for task in self._tasks:
+        # Sinks stop between batches on their own (cancelling a blocking read can hang
+        # redis-py); the other tasks only sleep or make short calls, so they are cancelled.
+        self._stopping.set()
+        if self._sink_tasks:
+            await asyncio.wait(self._sink_tasks, timeout=SINK_STOP_TIMEOUT_S)
+        for task in [*self._tasks, *self._sink_tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks or self._sink_tasks:
+            await asyncio.wait([*self._tasks, *self._sink_tasks], timeout=SINK_STOP_TIMEOUT_S)
 
     async def _handle(self, batch: dict[str, Any]) -> None:
         entries = list(zip(batch["message_ids"], batch["data"], strict=True))
@@ -208,8 +254,16 @@ class Worker:
 
     async def _exit_when_drained(self) -> None:
         client = await self.broker.connect()
-        streams = (self.keys.input_stream, self.keys.control_stream)
-        while any([await backlog(client, self.keys, s) != (0, 0) for s in streams]):
+        groups = []
+        if self.tagging:
+            groups += [(self.keys.input_stream, self.keys.group)]
+            groups += [(self.keys.control_stream, self.keys.group)]
+        if self.sinks:
+            groups += [
+                (self.keys.output_stream, self.keys.sink_group(sink.name))
+                for sink in file_sinks(self.settings)
+            ]
+        while any([await backlog(client, stream, group) != (0, 0) for stream, group in groups]):
             await asyncio.sleep(0.05)
         self.app.exit()
 

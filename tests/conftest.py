@@ -60,10 +60,10 @@ def make_settings(server_url: str, tmp_path: Path) -> SettingsFactory:
     return make
 
 
-def run_burst(settings: Settings) -> Counts:
-    """Run the real worker (FastStream app) until the input stream is drained."""
+def run_burst(settings: Settings, sinks: bool = True) -> Counts:
+    """Run the real worker (FastStream app) until the input is drained (and written)."""
     assert settings.redis_url
-    return asyncio.run(Worker(settings, settings.redis_url, burst=True).run())
+    return asyncio.run(Worker(settings, settings.redis_url, burst=True, sinks=sinks).run())
 
 
 def publish(client: "Redis[bytes]", settings: Settings, events: list[Any]) -> None:

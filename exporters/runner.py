@@ -1,0 +1,110 @@
+"""Runs a file sink on the tagged stream: its own group, one writer at a time, ack after fsync."""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from tagger.keys import Keys
+from tagger.settings import Settings
+
+log = logging.getLogger("tagger.sink")
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+# Take the lease if free, or extend it if it is ours.
+_LEASE_LUA = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class Sink(Protocol):
+    name: str
+
+    def add(self, entries: Sequence[Entry], recovering: bool) -> list[bytes]: ...
+
+    def flush(self) -> list[bytes]: ...
+
+
+class SinkRunner:
+    """Reads the output stream for one sink and acks only what the sink made durable."""
+
+    def __init__(self, client: Redis, settings: Settings, sink: Sink, consumer: str) -> None:
+        self.client = client
+        self.sink = sink
+        self.keys = Keys.from_settings(settings)
+        self.group = self.keys.sink_group(sink.name)
+        self.consumer = consumer
+        self.batch_size = settings.batch_size
+        self.block_ms = settings.block_ms
+        self.lease_ms = settings.sink_lease_ms
+        self._lease = client.register_script(_LEASE_LUA)
+        self._leader = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set (then it writes out what it holds and returns). A failed
+        write propagates: nothing unwritten is acked."""
+        await ensure_sink_group(self.client, self.keys.output_stream, self.group)
+        while not stop.is_set():
+            if not await self._hold_lease():
+                self._leader = False
+                await asyncio.sleep(self.lease_ms / 3000)
+                continue
+            if not self._leader:
+                self._leader = True
+                await self._recover()
+            await self._step()
+        if self._leader:
+            await self._ack(await asyncio.to_thread(self.sink.flush))
+
+    async def _step(self) -> None:
+        reply: Any = await self.client.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.keys.output_stream: ">"},
+            count=self.batch_size,
+            block=self.block_ms,
+        )
+        if reply:
+            done = await asyncio.to_thread(self.sink.add, reply[0][1], False)
+        else:  # the stream is idle: a buffering sink writes out what it holds
+            done = await asyncio.to_thread(self.sink.flush)
+        await self._ack(done)
+
+    async def _recover(self) -> None:
+        """As the new leader, take every pending entry of the group (their writer is gone)
+        and write what is not on disk yet, in stream order."""
+        start_id = b"0-0"
+        while True:
+            start_id, entries, *_ = await self.client.xautoclaim(
+                self.keys.output_stream, self.group, self.consumer, 0, start_id,
+                count=self.batch_size,
+            )  # fmt: skip
+            if entries:
+                await self._ack(await asyncio.to_thread(self.sink.add, entries, True))
+            if start_id == b"0-0":
+                break
+        await self._ack(await asyncio.to_thread(self.sink.flush))
+
+    async def _hold_lease(self) -> bool:
+        key = self.keys.sink_lease(self.sink.name)
+        return bool(await self._lease(keys=[key], args=[self.consumer, self.lease_ms]))
+
+    async def _ack(self, ids: list[bytes]) -> None:
+        for i in range(0, len(ids), 1000):
+            await self.client.xack(self.keys.output_stream, self.group, *ids[i : i + 1000])
+
+
+async def ensure_sink_group(client: Redis, stream: str, group: str) -> None:
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
