@@ -111,10 +111,16 @@ local function close_session(s, reason, performer, end_ms)
   redis.call('HDEL', K_ACTIVE, s.user)
   redis.call('ZREM', K_DEADLINES, s.sid)
   local has_events = s.seq > 0
+  -- The end event repeats the start's metadata, so a file reader needs no registry.
+  local meta = redis.call('HMGET', key, 'session_notes', 'is_training_data',
+    'training_intent_label')
   publish_boundary('session.end', s.user, s.sid, '{"schema_version":"1.0.1","record_id":"'
     .. uuid_for(s.sid .. ':end') .. '","user_id":' .. cjson.encode(s.user)
     .. ',"session_id":"' .. s.sid .. '","timestamp":"' .. iso(now_ms)
     .. '","source":"session_manager","performer_id":' .. cjson.encode(performer)
+    .. ',"start_time":"' .. iso(s.start) .. '","is_training_data":'
+    .. (meta[2] == 'true' and 'true' or 'false') .. ',"session_notes":'
+    .. json_or_null(meta[1]) .. ',"training_intent_label":' .. json_or_null(meta[3])
     .. ',"end_time":"' .. iso(end_ms) .. '","close_reason":"' .. reason
     .. '","event_count":' .. s.seq
     .. ',"first_event_time":' .. (has_events and ('"' .. iso(s.first) .. '"') or 'null')

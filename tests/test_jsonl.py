@@ -23,6 +23,7 @@ from tests.conftest import (
     tagger_cmd,
     tagger_env,
 )
+from tests.test_parquet import check_each_output_entry_once
 
 T0 = 1_750_000_000_000
 MINUTE_MS = 60_000
@@ -110,7 +111,7 @@ def test_a_planted_symlink_is_not_followed(tmp_path: Path) -> None:
         session_log_path(data, "elias01", "sess_00000000000000aa")
 
 
-def test_kill_9_of_the_sink_loses_and_doubles_nothing(
+def test_kill_9_of_the_sinks_loses_and_doubles_nothing(
     client: Redis, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(batch_size=200, sink_lease_ms=500)
@@ -137,6 +138,7 @@ def test_kill_9_of_the_sink_loses_and_doubles_nothing(
     expected = [e["record_id"] for e in output(client, settings)]
     assert len(written) == len(set(written))
     assert sorted(written) == sorted(expected)
+    check_each_output_entry_once(client, settings)  # the Parquet sink died alongside
 
 
 def lines_on_disk(settings: Settings) -> int:
