@@ -15,26 +15,46 @@ from exporters.paths import fsync_dir, inside, make_dirs, open_private
 Entry = tuple[bytes, dict[bytes, bytes]]
 PART_NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)-(\d+)\.parquet$")
 SPINE = (
-    "record_id", "user_id", "session_id", "modality", "source", "performer_id",
-    "schema_version", "capture_id",
-)  # fmt: skip
+    "record_id",
+    "user_id",
+    "session_id",
+    "modality",
+    "source",
+    "performer_id",
+    "schema_version",
+    "capture_id",
+)
 SESSION_FIELDS = (
-    "session_id", "user_id", "start_time", "end_time", "close_reason", "event_count",
-    "first_event_time", "last_event_time", "is_training_data", "training_intent_label",
-    "session_notes", "performer_id",
-)  # fmt: skip
+    "session_id",
+    "user_id",
+    "start_time",
+    "end_time",
+    "close_reason",
+    "event_count",
+    "first_event_time",
+    "last_event_time",
+    "is_training_data",
+    "training_intent_label",
+    "session_notes",
+    "performer_id",
+)
 
 
 def event_schema() -> Any:
     import pyarrow as pa  # lazily: only the Parquet paths pay for importing pyarrow
 
     return pa.schema(
-        [("stream_id", pa.string()), ("kind", pa.string()),
-         ("timestamp", pa.timestamp("ms", tz="UTC")), ("session_seq", pa.int64()),
-         *[(name, pa.string()) for name in SPINE],
-         ("classifier_output", pa.map_(pa.string(), pa.float64())), ("late", pa.bool_()),
-         ("extra", pa.string())]
-    )  # fmt: skip
+        [
+            ("stream_id", pa.string()),
+            ("kind", pa.string()),
+            ("timestamp", pa.timestamp("ms", tz="UTC")),
+            ("session_seq", pa.int64()),
+            *[(name, pa.string()) for name in SPINE],
+            ("classifier_output", pa.map_(pa.string(), pa.float64())),
+            ("late", pa.bool_()),
+            ("extra", pa.string()),
+        ]
+    )
 
 
 def session_schema() -> Any:
@@ -62,10 +82,15 @@ def parse_time(text: Any) -> datetime | None:
 
 
 def event_row(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """One row: typed spine columns, everything else as JSON in `extra`."""
-    event = orjson.loads(fields[b"data"])
+    """One row from an output entry."""
     kind = fields.get(b"kind", b"message").decode()
-    row: dict[str, Any] = {"stream_id": entry_id.decode(), "kind": kind}
+    return row_of(entry_id.decode(), kind, orjson.loads(fields[b"data"]))
+
+
+def row_of(stream_id: str, kind: str, event: dict[str, Any]) -> dict[str, Any]:
+    """One row: typed spine columns, everything else as JSON in `extra`."""
+    event = dict(event)
+    row: dict[str, Any] = {"stream_id": stream_id, "kind": kind}
     row["timestamp"] = parse_time(event.pop("timestamp", None))
     row["session_seq"] = event.pop("session_seq", None)
     for name in SPINE:
@@ -87,8 +112,9 @@ def session_row(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
         row[name] = parse_time(row[name])
     row["duration_s"] = (
         (row["end_time"] - row["start_time"]).total_seconds()
-        if row["end_time"] and row["start_time"] else None
-    )  # fmt: skip
+        if row["end_time"] and row["start_time"]
+        else None
+    )
     row["stream_id"] = entry_id.decode()
     return row
 
@@ -137,20 +163,11 @@ class ParquetSink:
 
     def _write(self, part: str, rows: list[dict[str, Any]]) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         schema = session_schema() if part == "sessions" else event_schema()
         first, last = rows[0]["stream_id"], rows[-1]["stream_id"]
         final = self.root / part / f"part-{first}-{last}.parquet"
-        temp = final.with_name(f".{final.name}.tmp")  # hidden from dataset readers
-        make_dirs(final)
-        fd = open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        with os.fdopen(fd, "wb") as out:
-            pq.write_table(pa.Table.from_pylist(rows, schema=schema), out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, final)
-        fsync_dir(final.parent)
+        write_atomically(final, pa.Table.from_pylist(rows, schema=schema))
 
     def _written_up_to(self) -> dict[str, tuple[int, int]]:
         """Per partition, the last stream id already in a part file (from file names)."""
@@ -161,3 +178,18 @@ class ParquetSink:
                 end = (int(match[3]), int(match[4]))
                 latest[part] = max(latest.get(part, end), end)
         return latest
+
+
+def write_atomically(final: Path, table: Any) -> None:
+    """Write a Parquet file so that it appears whole or not at all: temp, fsync, rename."""
+    import pyarrow.parquet as pq
+
+    temp = final.with_name(f".{final.name}.tmp")  # a dot: hidden from dataset readers
+    make_dirs(final)
+    fd = open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "wb") as out:
+        pq.write_table(table, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, final)
+    fsync_dir(final.parent)

@@ -84,9 +84,13 @@ class SinkRunner:
         start_id = b"0-0"
         while True:
             start_id, entries, *_ = await self.client.xautoclaim(
-                self.keys.output_stream, self.group, self.consumer, 0, start_id,
+                self.keys.output_stream,
+                self.group,
+                self.consumer,
+                0,
+                start_id,
                 count=self.batch_size,
-            )  # fmt: skip
+            )
             if entries:
                 await self._ack(await asyncio.to_thread(self.sink.add, entries, True))
             if start_id == b"0-0":

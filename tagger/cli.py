@@ -10,17 +10,14 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 
 from tagger.batch import Counts
-from tagger.cli_common import console, fail, load_settings
+from tagger.cli_common import console, fail, load_settings, progress_bar
+from tagger.cli_files import export_command, import_command, replay
 from tagger.cli_sessions import sessions
 from tagger.demo import workload
 from tagger.errors import TaggerError
@@ -41,6 +38,9 @@ def main(verbose: bool) -> None:
 
 
 main.add_command(sessions)
+main.add_command(export_command)
+main.add_command(import_command)
+main.add_command(replay)
 
 
 @main.command()
@@ -71,7 +71,7 @@ def publish(file: Path) -> None:
     """Publish one A3CPMessage per line of FILE (JSONL) to the input stream."""
     settings = load_settings()
     try:
-        with redis_url(settings) as url, _progress() as progress:
+        with redis_url(settings) as url, progress_bar() as progress:
             publishing = progress.add_task("publishing", total=None)
             client = Redis.from_url(url)
             sent = 0
@@ -124,7 +124,7 @@ def demo(users: int, events_per_user: int, seed: int) -> None:
         seed, users, events_per_user, settings.session_timeout_s, start_ms
     )
     try:
-        with redis_url(settings) as url, _progress() as progress:
+        with redis_url(settings) as url, progress_bar() as progress:
             publishing = progress.add_task("publishing", total=len(payloads))
             client = Redis.from_url(url)
             for sent in publish_raw(client, settings.input_stream, payloads):
@@ -154,16 +154,6 @@ async def _run_with_progress(worker: Worker, progress: Progress, task: TaskID) -
         follower.cancel()
         c = worker.counts
         progress.update(task, completed=c.tagged + c.dead + c.duplicates + c.already_acked)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description:>10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def summary_table(counts: Counts, elapsed_s: float, users: int | None = None) -> Table:

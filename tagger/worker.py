@@ -70,9 +70,14 @@ class Worker:
     mode) the drain watcher. `tag=False` runs the sinks alone, `sinks=False` the tagger."""
 
     def __init__(
-        self, settings: Settings, url: str, *, burst: bool = False, tag: bool = True,
+        self,
+        settings: Settings,
+        url: str,
+        *,
+        burst: bool = False,
+        tag: bool = True,
         sinks: bool = True,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.settings = settings
         self.keys = Keys.from_settings(settings)
         self.burst = burst

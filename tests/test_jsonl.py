@@ -76,8 +76,9 @@ def test_torn_last_line_is_repaired_before_appending(tmp_path: Path) -> None:
     path.write_bytes(b'{"recorded_at":"x","event":{"record_id":"a"}}\n{"recorded_at":"x","ev')
     append_durably(path, b'{"recorded_at":"y","event":{"record_id":"b"}}\n')
     assert [orjson.loads(x)["event"]["record_id"] for x in path.read_bytes().splitlines()] == [
-        "a", "b",
-    ]  # fmt: skip
+        "a",
+        "b",
+    ]
     assert record_ids_in(path) == {"a", "b"}
 
 
@@ -93,9 +94,14 @@ def test_redelivered_entries_are_not_written_twice(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("user_id", "session_id"),
-    [("..", "sess_00000000000000aa"), ("a/b", "sess_00000000000000aa"),
-     ("elias01", "../../etc"), ("elias01", "sess_00000000000000AA"), ("x" * 65, "sess_0")],
-)  # fmt: skip
+    [
+        ("..", "sess_00000000000000aa"),
+        ("a/b", "sess_00000000000000aa"),
+        ("elias01", "../../etc"),
+        ("elias01", "sess_00000000000000AA"),
+        ("x" * 65, "sess_0"),
+    ],
+)
 def test_unsafe_ids_build_no_path(tmp_path: Path, user_id: str, session_id: str) -> None:
     with pytest.raises(UnsafePath):
         session_log_path(tmp_path, user_id, session_id)
@@ -122,8 +128,9 @@ def test_kill_9_of_the_sinks_loses_and_doubles_nothing(
     total = client.xlen(settings.output_stream)
     for _ in range(3):  # kill three sinks part-way through
         before = lines_on_disk(settings)
-        sink = subprocess.Popen(tagger_cmd("run", "--sinks-only"), env=env,
-                                stderr=subprocess.DEVNULL)  # fmt: skip
+        sink = subprocess.Popen(
+            tagger_cmd("run", "--sinks-only"), env=env, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 60
         while lines_on_disk(settings) < before + 500:
             assert time.monotonic() < deadline, "the sink made no progress"
@@ -131,8 +138,9 @@ def test_kill_9_of_the_sinks_loses_and_doubles_nothing(
         sink.kill()
         sink.wait()
     assert lines_on_disk(settings) < total
-    done = subprocess.run(tagger_cmd("run", "--burst", "--sinks-only"), env=env,
-                          capture_output=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        tagger_cmd("run", "--burst", "--sinks-only"), env=env, capture_output=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     written = [line["event"]["record_id"] for ls in log_lines(settings).values() for line in ls]
     expected = [e["record_id"] for e in output(client, settings)]

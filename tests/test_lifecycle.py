@@ -74,9 +74,15 @@ def test_boundary_events_bracket_each_session(
     counts = run_burst(settings)
     out = output(client, settings)
     assert [e.get("kind", "message") for e in out] == [
-        "session.start", "message", "message", "message",
-        "session.end", "session.start", "message", "message",
-    ]  # fmt: skip
+        "session.start",
+        "message",
+        "message",
+        "message",
+        "session.end",
+        "session.start",
+        "message",
+        "message",
+    ]
     start, end = out[0], out[4]
     assert UUID4.match(start["record_id"]) and UUID4.match(end["record_id"])
     assert ISO_MS_Z.match(start["timestamp"]) and abs(_ms(start["timestamp"]) - now_ms()) < 60_000
@@ -146,8 +152,11 @@ def test_open_session_survives_a_worker_restart(
     out = output(client, settings)
     assert len({e["session_id"] for e in out}) == 1
     assert [e.get("kind", "message") for e in out] == [
-        "session.start", "message", "message", "session.end",
-    ]  # fmt: skip
+        "session.start",
+        "message",
+        "message",
+        "session.end",
+    ]
 
 
 def test_explicit_start_and_end(client: Redis, make_settings: SettingsFactory) -> None:
@@ -155,10 +164,15 @@ def test_explicit_start_and_end(client: Redis, make_settings: SettingsFactory) -
     keys = Keys.from_settings(settings)
     with running_workers(settings):
         started = request(
-            client, keys, "start", "noah05", performer_id="carer01",
-            session_notes="Training with carer miming", is_training_data=True,
+            client,
+            keys,
+            "start",
+            "noah05",
+            performer_id="carer01",
+            session_notes="Training with carer miming",
+            is_training_data=True,
             training_intent_label="help",
-        )  # fmt: skip
+        )
         assert (started.status, started.reason) == ("ok", "started")
         again = request(client, keys, "start", "noah05", performer_id="carer01")
         assert (again.session_id, again.reason) == (started.session_id, "already_active")
@@ -168,10 +182,18 @@ def test_explicit_start_and_end(client: Redis, make_settings: SettingsFactory) -
         wait_for(lambda: tagged(client, settings))
         assert tagged(client, settings)[0]["session_id"] == sid
 
-        assert request(client, keys, "end", "lena06", performer_id="carer01", session_id=sid
-                       ).reason == "forbidden"  # fmt: skip
-        unknown = request(client, keys, "end", "noah05", performer_id="carer01",
-                          session_id="sess_0000000000000000")  # fmt: skip
+        assert (
+            request(client, keys, "end", "lena06", performer_id="carer01", session_id=sid).reason
+            == "forbidden"
+        )
+        unknown = request(
+            client,
+            keys,
+            "end",
+            "noah05",
+            performer_id="carer01",
+            session_id="sess_0000000000000000",
+        )
         assert (unknown.status, unknown.reason) == ("error", "not_found")
         ended = request(client, keys, "end", "noah05", performer_id="carer01", session_id=sid)
         assert (ended.status, ended.reason) == ("ok", "ended")
@@ -202,8 +224,9 @@ def test_supersede_and_refused_requests(client: Redis, make_settings: SettingsFa
         first = request(client, keys, "start", "omar07", performer_id="carer02")
         second = request(client, keys, "start", "omar07", performer_id="carer02", supersede=True)
         assert second.reason == "superseded" and second.session_id != first.session_id
-        bad = request(client, keys, "start", "omar07", performer_id="carer02",
-                      is_training_data=True)  # fmt: skip
+        bad = request(
+            client, keys, "start", "omar07", performer_id="carer02", is_training_data=True
+        )
         assert bad.status == "error" and bad.reason.startswith("invalid_request")
     (end,) = boundaries(client, settings, "session.end")
     assert (end["session_id"], end["close_reason"]) == (first.session_id, "superseded")
@@ -280,8 +303,9 @@ def test_registry_queries_and_cli(client: Redis, make_settings: SettingsFactory)
     env = {**tagger_env(settings), "COLUMNS": "200"}
 
     def cli(*args: str) -> str:
-        done = subprocess.run(tagger_cmd("sessions", *args), env=env, capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            tagger_cmd("sessions", *args), env=env, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -305,12 +329,22 @@ def test_cli_start_and_end(client: Redis, make_settings: SettingsFactory) -> Non
     env = tagger_env(settings)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(tagger_cmd("sessions", *args), env=env, capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
+        return subprocess.run(
+            tagger_cmd("sessions", *args), env=env, capture_output=True, text=True, timeout=60
+        )
 
     with running_workers(settings):
-        started = cli("start", "--user", "elias01", "--performer", "carer01",
-                      "--training-label", "hungry", "--notes", "after lunch")  # fmt: skip
+        started = cli(
+            "start",
+            "--user",
+            "elias01",
+            "--performer",
+            "carer01",
+            "--training-label",
+            "hungry",
+            "--notes",
+            "after lunch",
+        )
         assert started.returncode == 0, started.stderr
         sid, reason = started.stdout.split()
         assert reason == "started"
@@ -328,7 +362,10 @@ def test_cli_start_without_a_running_tagger_says_what_to_do(make_settings: Setti
     env = tagger_env(make_settings())
     done = subprocess.run(
         tagger_cmd("sessions", "start", "--user", "elias01"),
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "tagger run" in done.stderr

@@ -35,11 +35,19 @@ def test_rows_have_typed_spine_and_keep_the_rest(
     client: Redis, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(session_timeout_s=300)
-    first = event("elias01", T0, classifier_output={"hungry": 0.7, "unknown": 0.3},
-                  capture_id="11111111-2222-3333-4444-555555555555",
-                  context={"location": "kitchen"}, frame_index=7)  # fmt: skip
-    publish(client, settings, [first, event("elias01", T0 + MINUTE_MS),
-                               event("elias01", T0 + 60 * MINUTE_MS)])  # fmt: skip
+    first = event(
+        "elias01",
+        T0,
+        classifier_output={"hungry": 0.7, "unknown": 0.3},
+        capture_id="11111111-2222-3333-4444-555555555555",
+        context={"location": "kitchen"},
+        frame_index=7,
+    )
+    publish(
+        client,
+        settings,
+        [first, event("elias01", T0 + MINUTE_MS), event("elias01", T0 + 60 * MINUTE_MS)],
+    )
     run_burst(settings)
 
     table = events_table(settings)

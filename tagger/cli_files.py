@@ -1,0 +1,101 @@
+"""`tagger export`, `import` and `replay`: caregiver bundles of one session."""
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+import click
+import orjson
+from redis import Redis
+from redis.exceptions import RedisError
+
+from exporters.bundle import export_bundle, import_bundle, imported_events, read_events
+from exporters.parquet import parse_time
+from tagger.cli_common import console, fail, load_settings, progress_bar
+from tagger.errors import TaggerError
+from tagger.server import redis_url
+
+
+@click.command("export")
+@click.argument("session_id", required=False)
+@click.option("--user", help="Export every session of this user (with --out DIR).")
+@click.option("--since", help="With --user: sessions that started on or after this date.")
+@click.option("--until", help="With --user: sessions that started before this date.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.zip, or DIR.")
+def export_command(
+    session_id: str | None, user: str | None, since: str | None, until: str | None, out: Path
+) -> None:
+    """Write a bundle: session.json, events.jsonl, events.parquet, timeline.html."""
+    settings = load_settings()
+    if (session_id is None) == (user is None):
+        fail("name one SESSION_ID, or --user U with --out DIR", code=2)
+    try:
+        if session_id:
+            manifest = export_bundle(settings.data_dir, session_id, out)
+            console.print(f"wrote {out} ({len(manifest['files'])} files, checksummed)")
+            return
+        assert user is not None
+        chosen = _user_sessions(settings.data_dir, user, since, until)
+        with progress_bar() as progress:
+            task = progress.add_task("exporting", total=len(chosen))
+            for sid in chosen:
+                export_bundle(settings.data_dir, sid, out / f"{sid}.zip")
+                progress.advance(task)
+    except TaggerError as exc:
+        fail(str(exc))
+    console.print(f"wrote {len(chosen)} bundles to {out}")
+
+
+def _user_sessions(data_dir: Path, user: str, since: str | None, until: str | None) -> list[str]:
+    low, high = (_day(since) if since else None), (_day(until) if until else None)
+    chosen = []
+    for log in sorted((data_dir / "logs" / "users" / user / "sessions").glob("sess_*.jsonl")):
+        events = read_events(log)
+        start = parse_time(events[0].get("start_time") or events[0].get("timestamp"))
+        if start and (low is None or start >= low) and (high is None or start < high):
+            chosen.append(log.stem)
+    return chosen
+
+
+def _day(text: str) -> datetime:
+    moment = parse_time(text if "T" in text else f"{text}T00:00:00")
+    if moment is None:
+        fail(f"{text!r} is not a date (YYYY-MM-DD) or ISO time", code=2)
+    return moment
+
+
+@click.command("import")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_command(bundle: Path) -> None:
+    """Check a bundle's checksums and unpack it for replay."""
+    settings = load_settings()
+    try:
+        manifest = import_bundle(settings.data_dir, bundle)
+    except TaggerError as exc:
+        fail(str(exc))
+    console.print(f"ok: {manifest['session_id']} ({len(manifest['files'])} files match)")
+
+
+@click.command()
+@click.argument("session_id")
+@click.option("--to-stream", required=True, help="Stream to publish the events to.")
+@click.option("--fast", is_flag=True, help="As fast as possible instead of the original spacing.")
+@click.option("--speed", default=1.0, show_default=True, help="With spacing: 2 = twice as fast.")
+def replay(session_id: str, to_stream: str, fast: bool, speed: float) -> None:
+    """Publish an imported session's events again, in order."""
+    settings = load_settings()
+    try:
+        events = imported_events(settings.data_dir, session_id)
+        with redis_url(settings) as url, Redis.from_url(url) as client, progress_bar() as bar:
+            task = bar.add_task("replaying", total=len(events))
+            previous = None
+            for event in events:
+                moment = parse_time(event.get("timestamp"))
+                if not fast and previous and moment:
+                    time.sleep(max(0.0, (moment - previous).total_seconds() / speed))
+                previous = moment or previous
+                client.xadd(to_stream, {"data": orjson.dumps(event)})
+                bar.advance(task)
+    except (TaggerError, RedisError) as exc:
+        fail(str(exc))
+    console.print(f"replayed {len(events)} events of {session_id} to {to_stream}")
