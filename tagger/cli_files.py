@@ -3,6 +3,7 @@
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import click
 import orjson
@@ -10,6 +11,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from exporters.bundle import export_bundle, import_bundle, imported_events, read_events
+from exporters.dataset import build_dataset
 from exporters.parquet import parse_time
 from tagger.cli_common import console, fail, load_settings, progress_bar
 from tagger.errors import TaggerError
@@ -99,3 +101,41 @@ def replay(session_id: str, to_stream: str, fast: bool, speed: float) -> None:
     except (TaggerError, RedisError) as exc:
         fail(str(exc))
     console.print(f"replayed {len(events)} events of {session_id} to {to_stream}")
+
+
+@click.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--since", help="Events on or after this date (YYYY-MM-DD or ISO time).")
+@click.option("--until", help="Events before this date.")
+@click.option("--training-only", is_flag=True, help="Only sessions flagged is_training_data.")
+@click.option("--split-by", type=click.Choice(["user", "session"]), help="Train/test split.")
+@click.option("--test-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", default=0, show_default=True)
+def dataset(
+    out: Path,
+    since: str | None,
+    until: str | None,
+    training_only: bool,
+    split_by: Literal["user", "session"] | None,
+    test_fraction: float,
+    seed: int,
+) -> None:
+    """Write a Parquet training set with a manifest; no user/session is in both splits."""
+    settings = load_settings()
+    try:
+        with progress_bar() as bar:
+            bar.add_task("building", total=None)
+            manifest = build_dataset(
+                settings.data_dir,
+                out,
+                since=_day(since) if since else None,
+                until=_day(until) if until else None,
+                training_only=training_only,
+                split_by=split_by,
+                test_fraction=test_fraction,
+                seed=seed,
+            )
+    except TaggerError as exc:
+        fail(str(exc))
+    for name, meta in manifest["files"].items():
+        console.print(f"{out / name}: {meta['rows']} rows")
