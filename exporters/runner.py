@@ -25,6 +25,13 @@ return 0
 """
 
 
+# Drop the lease only if it is still ours.
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class Sink(Protocol):
     name: str
 
@@ -46,6 +53,7 @@ class SinkRunner:
         self.block_ms = settings.block_ms
         self.lease_ms = settings.sink_lease_ms
         self._lease = client.register_script(_LEASE_LUA)
+        self._release = client.register_script(RELEASE_LUA)
         self._leader = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -53,6 +61,10 @@ class SinkRunner:
         write propagates: nothing unwritten is acked."""
         await ensure_sink_group(self.client, self.keys.output_stream, self.group)
         while not stop.is_set():
+            if await self.client.exists(self.keys.sink_pause(self.sink.name)):
+                await self._yield_lease()  # `tagger compact` asked for the files
+                await asyncio.sleep(0.2)
+                continue
             if not await self._hold_lease():
                 self._leader = False
                 await asyncio.sleep(self.lease_ms / 3000)
@@ -96,6 +108,12 @@ class SinkRunner:
             if start_id == b"0-0":
                 break
         await self._ack(await asyncio.to_thread(self.sink.flush))
+
+    async def _yield_lease(self) -> None:
+        if self._leader:
+            await self._ack(await asyncio.to_thread(self.sink.flush))
+            self._leader = False
+            await self._release(keys=[self.keys.sink_lease(self.sink.name)], args=[self.consumer])
 
     async def _hold_lease(self) -> bool:
         key = self.keys.sink_lease(self.sink.name)

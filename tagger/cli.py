@@ -17,7 +17,7 @@ from rich.table import Table
 
 from tagger.batch import Counts
 from tagger.cli_common import console, fail, load_settings, progress_bar
-from tagger.cli_files import dataset, export_command, import_command, replay
+from tagger.cli_files import compact_command, dataset, export_command, import_command, replay
 from tagger.cli_sessions import sessions
 from tagger.demo import workload
 from tagger.errors import TaggerError
@@ -42,6 +42,7 @@ main.add_command(export_command)
 main.add_command(import_command)
 main.add_command(replay)
 main.add_command(dataset)
+main.add_command(compact_command)
 
 
 @main.command()

@@ -1,5 +1,6 @@
 """`tagger export`, `import` and `replay`: caregiver bundles of one session."""
 
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -11,10 +12,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from exporters.bundle import export_bundle, import_bundle, imported_events, read_events
+from exporters.compact import compact
 from exporters.dataset import build_dataset
 from exporters.parquet import parse_time
 from tagger.cli_common import console, fail, load_settings, progress_bar
 from tagger.errors import TaggerError
+from tagger.keys import Keys
 from tagger.server import redis_url
 
 
@@ -139,3 +142,22 @@ def dataset(
         fail(str(exc))
     for name, meta in manifest["files"].items():
         console.print(f"{out / name}: {meta['rows']} rows")
+
+
+@click.command("compact")
+@click.option("--date", help="Only this date's partition (YYYY-MM-DD).")
+def compact_command(date: str | None) -> None:
+    """Merge small Parquet part files without changing the rows (pauses the sink)."""
+    settings = load_settings()
+    if date and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+        fail(f"--date {date!r} is not YYYY-MM-DD", code=2)
+    try:
+        with redis_url(settings) as url, Redis.from_url(url) as client:
+            report = compact(client, Keys.from_settings(settings), settings.data_dir, date)
+    except (TaggerError, RedisError, OSError) as exc:
+        fail(str(exc))
+    for line in report:
+        console.print(
+            f"{line['partition']}: {line['files_before']} files -> "
+            f"{1 if line['rows'] else line['files_before']} ({line['rows']} rows)"
+        )

@@ -21,5 +21,6 @@ class PublishError(TaggerError):
     """An input file could not be published."""
 
 
-class SinkFailed(TaggerError):
-    """A file sink could not store what it read; the service stops instead of acking."""
+class WorkerFailed(TaggerError):
+    """A background task (a file sink above all) failed; the service stops instead of
+    acking what it did not store."""

@@ -46,6 +46,10 @@ class Keys:
         """Lease key: one worker at a time writes a sink's files."""
         return f"{self.session_prefix.removesuffix('session:')}sink:{sink}:leader"
 
+    def sink_pause(self, sink: str) -> str:
+        """While this key exists the sink writes nothing and gives up its lease."""
+        return f"{self.session_prefix.removesuffix('session:')}sink:{sink}:pause"
+
     def session(self, session_id: str) -> str:
         return self.session_prefix + session_id
 

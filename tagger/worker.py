@@ -1,32 +1,33 @@
 """The FastStream app: a consumer-group batch subscriber that tags each batch in one call."""
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from faststream import AckPolicy, FastStream
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from exporters import file_sinks
 from exporters.runner import SinkRunner, ensure_sink_group
 from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
 from tagger.control import handle_request
-from tagger.errors import GroupMissing, SinkFailed
+from tagger.errors import GroupMissing, WorkerFailed
 from tagger.keys import Keys
 from tagger.script import SessionScript
 from tagger.settings import Settings
 
 log = logging.getLogger("tagger")
 _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
-_TRANSIENT = (ConnectionError, TimeoutError)
+_TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError)
 SWEEP_CHUNK = 100  # sessions closed per script call, so one call stays short
-SINK_STOP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
 
 
 async def ensure_group(client: Redis, keys: Keys) -> None:
@@ -35,7 +36,7 @@ async def ensure_group(client: Redis, keys: Keys) -> None:
         try:
             # From id 0, not "$": a backlog published before the first run is tagged too.
             await client.xgroup_create(stream, keys.group, id="0", mkstream=True)
-        except ResponseError as exc:
+        except redis_errors.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
@@ -44,7 +45,7 @@ async def check_group(client: Redis, keys: Keys) -> None:
     """Raise GroupMissing unless the consumer group exists on the input stream."""
     try:
         groups = await client.xinfo_groups(keys.input_stream)
-    except ResponseError:
+    except redis_errors.ResponseError:
         groups = []
     if not any(g["name"].decode() == keys.group for g in groups):
         raise GroupMissing(
@@ -131,9 +132,10 @@ class Worker:
         """Run until stopped (or, in burst mode, until the input is drained and written)."""
         await self.app.run()
         if self.failure is not None:
-            raise SinkFailed(
-                f"a file sink failed ({self.failure}); nothing it did not store was acked. "
-                "Fix the cause (disk space, permissions on TAGGER_DATA_DIR) and restart."
+            raise WorkerFailed(
+                f"a background task failed ({self.failure!r}); nothing unstored was acked. "
+                "Fix the cause (disk space, permissions on TAGGER_DATA_DIR, the server) "
+                "and restart."
             ) from self.failure
         return self.counts
 
@@ -151,34 +153,41 @@ class Worker:
 
     async def _start_background(self) -> None:
         if self.tagging:
-            self._tasks.append(asyncio.create_task(self._claim_orphans_forever()))
-            self._tasks.append(asyncio.create_task(self._sweep_forever()))
+            self._start_task(self._claim_orphans_forever(), self._tasks)
+            self._start_task(self._sweep_forever(), self._tasks)
         if self.sinks:
             client = await self.broker.connect()
             for sink in file_sinks(self.settings):
                 runner = SinkRunner(client, self.settings, sink, self.consumer)
-                task = asyncio.create_task(runner.run(self._stopping))
-                task.add_done_callback(self._on_sink_done)
-                self._sink_tasks.append(task)
+                self._start_task(runner.run(self._stopping), self._sink_tasks)
         if self.burst:
-            self._tasks.append(asyncio.create_task(self._exit_when_drained()))
+            self._start_task(self._exit_when_drained(), self._tasks)
 
-    def _on_sink_done(self, task: "asyncio.Task[None]") -> None:
+    def _start_task(
+        self, work: Coroutine[Any, Any, None], into: list["asyncio.Task[None]"]
+    ) -> None:
+        task = asyncio.create_task(work)
+        task.add_done_callback(self._on_task_done)
+        into.append(task)
+
+    def _on_task_done(self, task: "asyncio.Task[None]") -> None:
+        # A background task that dies (a sink that cannot write, above all) stops the
+        # service: running on without it would ack what nobody stored.
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("file sink stopped: %s", exc)
+            log.error("background task %s failed: %r", task.get_coro(), exc)
             self.failure = exc
             self.app.exit()
 
     async def _stop_background(self) -> None:
-        # Sinks stop between batches on their own (cancelling a blocking read can hang
-        # redis-py); the other tasks only sleep or make short calls, so they are cancelled.
+        # Every task stops on its own between steps: cancelling a task inside a redis-py
+        # call was seen to hang shutdown. Cancel is the last resort, after a timeout.
         self._stopping.set()
-        if self._sink_tasks:
-            await asyncio.wait(self._sink_tasks, timeout=SINK_STOP_TIMEOUT_S)
-        for task in [*self._tasks, *self._sink_tasks]:
-            task.cancel()
-        if self._tasks or self._sink_tasks:
-            await asyncio.wait([*self._tasks, *self._sink_tasks], timeout=SINK_STOP_TIMEOUT_S)
+        tasks = [*self._tasks, *self._sink_tasks]
+        if tasks:
+            _done, stuck = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+            for task in stuck:
+                log.warning("task %s did not stop in %.0f s; cancelling it", task, STOP_TIMEOUT_S)
+                task.cancel()
 
     async def _handle(self, batch: dict[str, Any]) -> None:
         entries = list(zip(batch["message_ids"], batch["data"], strict=True))
@@ -187,9 +196,11 @@ class Worker:
                 await self._tag_with_retry(entries)
                 return
             except OlderEntriesPending as exc:
+                if self._stopping.is_set():
+                    return  # left pending: the next worker claims the batch
                 # A consumer that died left older entries; they go first, once claimable.
                 log.info("%s; waiting to claim it", exc)
-                await asyncio.sleep(self._wait_for_older_s)
+                await self._pause(self._wait_for_older_s)
                 await self._claim_orphans()
 
     async def _handle_control(self, message: dict[str, Any]) -> None:
@@ -203,7 +214,7 @@ class Worker:
     async def _sweep_forever(self) -> None:
         """Close sessions idle past the timeout (wall clock), even if no event comes."""
         assert self._script is not None
-        while True:
+        while not self._stopping.is_set():
             try:
                 while True:
                     closed, due = await self._script.call("sweep", [SWEEP_CHUNK])
@@ -212,7 +223,12 @@ class Worker:
                         break
             except _TRANSIENT as exc:
                 log.warning("sweeping idle sessions failed (%s); will retry", exc)
-            await asyncio.sleep(self.settings.sweep_interval_ms / 1000)
+            await self._pause(self.settings.sweep_interval_ms / 1000)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the worker is stopping."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _tag_with_retry(self, entries: list[Entry]) -> None:
         assert self._tagger is not None
@@ -229,12 +245,12 @@ class Worker:
 
     async def _claim_orphans_forever(self) -> None:
         interval_s = min(max(self.settings.claim_idle_ms / 2000, 0.05), 5.0)
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._claim_orphans()
             except _TRANSIENT as exc:
                 log.warning("claiming pending entries failed (%s); will retry", exc)
-            await asyncio.sleep(interval_s)
+            await self._pause(interval_s)
 
     async def _claim_orphans(self) -> None:
         """Tag entries left pending by a consumer that died (or by a failed batch)."""
@@ -268,9 +284,11 @@ class Worker:
                 (self.keys.output_stream, self.keys.sink_group(sink.name))
                 for sink in file_sinks(self.settings)
             ]
-        while any([await backlog(client, stream, group) != (0, 0) for stream, group in groups]):
-            await asyncio.sleep(0.05)
-        self.app.exit()
+        while not self._stopping.is_set():
+            if all([await backlog(client, stream, group) == (0, 0) for stream, group in groups]):
+                self.app.exit()
+                return
+            await self._pause(0.05)
 
 
 async def _raw_parser(msg: Any, _original: Callable[..., Awaitable[Any]]) -> StreamMessage[Any]:

@@ -79,3 +79,36 @@ def test_session_index_has_one_row_per_closed_session(
     assert closed["event_count"] == 3 and closed["close_reason"] == "timeout"
     assert closed["duration_s"] == 240.0
     assert closed["is_training_data"] is False
+
+
+def test_compact_merges_parts_without_changing_rows(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    import subprocess
+
+    from tests.conftest import tagger_cmd, tagger_env
+
+    settings = make_settings(session_timeout_s=300)
+    for batch in range(3):  # three runs, three part files per partition
+        publish(
+            client, settings, [event("lena06", T0 + (batch * 10 + i) * MINUTE_MS) for i in range(3)]
+        )
+        run_burst(settings)
+    root = settings.data_dir / "parquet" / "events" / "date=2025-06-15"
+    assert len(list(root.glob("part-*.parquet"))) == 3
+    before = sorted(events_table(settings).to_pylist(), key=lambda r: r["stream_id"])
+    with subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings)) as worker:
+        done = subprocess.run(
+            tagger_cmd("compact"),
+            env=tagger_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        worker.terminate()
+    assert done.returncode == 0, done.stderr
+    assert len(list(root.glob("part-*.parquet"))) == 1
+    after = sorted(events_table(settings).to_pylist(), key=lambda r: r["stream_id"])
+    assert after == before
+    assert not list(root.parent.glob(".compact-*"))
+    check_each_output_entry_once(client, settings)

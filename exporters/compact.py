@@ -1,0 +1,90 @@
+"""`tagger compact`: merge a partition's part files into one, atomically for readers."""
+
+import ctypes
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+from exporters.parquet import PART_NAME, write_atomically
+from exporters.paths import fsync_dir, inside
+from exporters.runner import RELEASE_LUA
+from tagger.errors import TaggerError
+from tagger.keys import Keys
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+PAUSE_MS = 300_000
+WAIT_FOR_SINK_S = 30.0
+
+
+class CompactError(TaggerError):
+    """Compaction could not start or finish."""
+
+
+def swap_dirs(a: Path, b: Path) -> None:
+    """Exchange two directories in one step (renameat2 RENAME_EXCHANGE), so a reader sees
+    either the old files or the new ones, never a mix."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(_AT_FDCWD, bytes(a), _AT_FDCWD, bytes(b), _RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
+
+
+def compact_partition(partition: Path) -> tuple[int, int]:
+    """Merge the part files of one partition; returns (files before, rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(p for p in partition.iterdir() if PART_NAME.match(p.name))
+    staging = partition.with_name(f".compact-{partition.name}")  # hidden from readers
+    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted run
+    if len(parts) < 2:
+        return len(parts), 0
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    keys = [tuple(map(int, s.split("-"))) for s in table["stream_id"].to_pylist()]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    table = table.take(pa.array(order))
+    first, last = table["stream_id"][0].as_py(), table["stream_id"][-1].as_py()
+    staging.mkdir(mode=0o700)
+    write_atomically(staging / f"part-{first}-{last}.parquet", table)
+    swap_dirs(staging, partition)
+    fsync_dir(partition.parent)
+    shutil.rmtree(staging)  # now holds the old parts
+    return len(parts), table.num_rows
+
+
+def compact(client: Redis, keys: Keys, data_dir: Path, date: str | None) -> list[dict[str, Any]]:
+    """Pause the Parquet sink, merge each partition (or one date's), resume the sink."""
+    root = inside(data_dir, Path("parquet"))
+    if date:
+        partitions = [root / "events" / f"date={date}"]
+    else:
+        partitions = [*sorted((root / "events").glob("date=*")), root / "sessions"]
+    partitions = [p for p in partitions if p.is_dir()]
+    if not partitions:
+        raise CompactError(f"nothing to compact under {root}" + (f" for {date}" if date else ""))
+    pause, lease = keys.sink_pause("parquet"), keys.sink_lease("parquet")
+    client.set(pause, "compact", px=PAUSE_MS)
+    try:
+        deadline = time.monotonic() + WAIT_FOR_SINK_S
+        while not client.set(lease, "compact", nx=True, px=PAUSE_MS):
+            if time.monotonic() > deadline:
+                raise CompactError(
+                    "the Parquet sink did not pause within 30 s; check that `tagger run` is "
+                    "healthy (or stop it) and run `tagger compact` again"
+                )
+            time.sleep(0.1)
+        report = []
+        for partition in partitions:
+            files, rows = compact_partition(partition)
+            report.append(
+                {"partition": str(partition.relative_to(root)), "files_before": files, "rows": rows}
+            )
+        return report
+    finally:
+        client.eval(RELEASE_LUA, 1, lease, "compact")
+        client.delete(pause)
