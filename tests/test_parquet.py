@@ -112,3 +112,24 @@ def test_compact_merges_parts_without_changing_rows(
     assert after == before
     assert not list(root.parent.glob(".compact-*"))
     check_each_output_entry_once(client, settings)
+
+
+def test_dataset_reads_in_pandas_polars_and_duckdb(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    settings = make_settings(session_timeout_s=300)
+    publish(client, settings, [event("omar07", T0 + m * MINUTE_MS) for m in (0, 1, 30)])
+    run_burst(settings)
+    root = settings.data_dir / "parquet" / "events"
+    rows = events_table(settings).num_rows
+    assert len(pd.read_parquet(root)) == rows
+    assert pl.scan_parquet(f"{root}/**/*.parquet", hive_partitioning=True).collect().height == rows
+    query = (
+        "SELECT count(*), count(DISTINCT date) "
+        f"FROM read_parquet('{root}/**/*.parquet', hive_partitioning=true)"
+    )
+    assert duckdb.sql(query).fetchall() == [(rows, 2)]
