@@ -102,31 +102,27 @@ class Worker:
             self._subscribe()
 
     def _subscribe(self) -> None:
-        settings = self.settings
+        self._raw_subscriber(
+            self.keys.input_stream, self._handle, batch=True, max_records=self.settings.batch_size
+        )
+        self._raw_subscriber(self.keys.control_stream, self._handle_control)
+
+    def _raw_subscriber(
+        self, stream_name: str, handler: Callable[..., Awaitable[None]], **options: Any
+    ) -> None:
         stream = StreamSub(
-            self.keys.input_stream,
+            stream_name,
             group=self.keys.group,
             consumer=self.consumer,
-            batch=True,
-            max_records=settings.batch_size,
-            polling_interval=settings.block_ms,
+            polling_interval=self.settings.block_ms,
             last_id=">",
+            **options,
         )
         # The script acks each entry itself, atomically with its effects: MANUAL keeps
         # FastStream from acking, and the raw parser skips its JSON re-encoding.
         self.broker.subscriber(
             stream=stream, parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL
-        )(self._handle)
-        control = StreamSub(
-            self.keys.control_stream,
-            group=self.keys.group,
-            consumer=self.consumer,
-            polling_interval=settings.block_ms,
-            last_id=">",
-        )
-        self.broker.subscriber(
-            stream=control, parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL
-        )(self._handle_control)
+        )(handler)
 
     async def run(self) -> Counts:
         """Run until stopped (or, in burst mode, until the input is drained and written)."""
