@@ -93,7 +93,8 @@ class Worker:
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._wait_for_older_s = min(max(settings.claim_idle_ms / 10_000, 0.02), 1.0)
-        self.tagging, self.sinks = tag, sinks
+        self.tagging = tag
+        self.sinks = file_sinks(settings) if sinks else []
         self.failure: BaseException | None = None
         self.app.on_startup(self._prepare)
         self.app.after_startup(self._start_background)
@@ -138,11 +139,10 @@ class Worker:
     async def _prepare(self) -> None:
         client = await self.broker.connect()
         await ensure_group(client, self.keys)
-        if self.sinks:
-            for sink in file_sinks(self.settings):
-                await ensure_sink_group(
-                    client, self.keys.output_stream, self.keys.sink_group(sink.name)
-                )
+        for sink in self.sinks:
+            await ensure_sink_group(
+                client, self.keys.output_stream, self.keys.sink_group(sink.name)
+            )
         self._script = SessionScript(client, self.settings)
         self._tagger = BatchTagger(self._script)
         self.counts = self._tagger.counts
@@ -151,11 +151,10 @@ class Worker:
         if self.tagging:
             self._start_task(self._claim_orphans_forever(), self._tasks)
             self._start_task(self._sweep_forever(), self._tasks)
-        if self.sinks:
-            client = await self.broker.connect()
-            for sink in file_sinks(self.settings):
-                runner = SinkRunner(client, self.settings, sink, self.consumer)
-                self._start_task(runner.run(self._stopping), self._sink_tasks)
+        client = await self.broker.connect()
+        for sink in self.sinks:
+            runner = SinkRunner(client, self.settings, sink, self.consumer)
+            self._start_task(runner.run(self._stopping), self._sink_tasks)
         if self.burst:
             self._start_task(self._exit_when_drained(), self._tasks)
 
@@ -275,11 +274,7 @@ class Worker:
         if self.tagging:
             groups += [(self.keys.input_stream, self.keys.group)]
             groups += [(self.keys.control_stream, self.keys.group)]
-        if self.sinks:
-            groups += [
-                (self.keys.output_stream, self.keys.sink_group(sink.name))
-                for sink in file_sinks(self.settings)
-            ]
+        groups += [(self.keys.output_stream, self.keys.sink_group(s.name)) for s in self.sinks]
         while not self._stopping.is_set():
             if all([await backlog(client, stream, group) == (0, 0) for stream, group in groups]):
                 self.app.exit()

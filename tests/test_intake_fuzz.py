@@ -1,7 +1,8 @@
 """Fuzz the parse-and-validate path: every input ends as an event or a dead letter."""
 
 import orjson
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tagger.intake import Accepted, Rejected, check_entry
 from tests.conftest import event
