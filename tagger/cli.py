@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -115,16 +116,18 @@ async def _check_health(url: str, keys: Keys) -> None:
 @main.command()
 @click.option("--users", default=8, show_default=True, help="How many users.")
 @click.option("--events-per-user", default=2500, show_default=True)
-@click.option("--seed", default=7, show_default=True, help="Same seed, same workload.")
-def demo(users: int, events_per_user: int, seed: int) -> None:
+@click.option(
+    "--seed", type=int, help="Same seed, same workload (ids too: a rerun is all duplicates)."
+)
+def demo(users: int, events_per_user: int, seed: int | None) -> None:
     """Publish a synthetic workload, tag it with the embedded server, print what happened."""
     settings = load_settings()
     for name in ("tagger", "faststream"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    start_ms = int(time.time() * 1000) - 6 * 3600 * 1000
-    payloads, user_ids = workload(
-        seed, users, events_per_user, settings.session_timeout_s, start_ms
-    )
+    seed = random.randrange(2**31) if seed is None else seed
+    console.print(f"workload seed {seed}: {users} users, {events_per_user} events each")
+    now_ms = int(time.time() * 1000)
+    payloads, user_ids = workload(seed, users, events_per_user, settings.session_timeout_s, now_ms)
     try:
         with redis_url(settings) as url, progress_bar() as progress:
             publishing = progress.add_task("publishing", total=len(payloads))

@@ -79,15 +79,19 @@ def bad_entries(rng: random.Random) -> list[bytes]:
 
 
 def workload(
-    seed: int, n_users: int, events_per_user: int, timeout_s: int, start_ms: int
+    seed: int, n_users: int, events_per_user: int, timeout_s: int, end_ms: int
 ) -> tuple[list[bytes], list[str]]:
-    """Interleaved events of all users (each user's in time order), a few duplicates
-    and bad entries; returns (payloads, user_ids)."""
+    """Interleaved events of all users (each user's in time order, the last at end_ms),
+    a few duplicates and bad entries; returns (payloads, user_ids). The same seed gives
+    the same workload, ids included."""
     rng = random.Random(seed)
-    tag = f"{rng.getrandbits(16):04x}"  # fresh users per run, so runs never interleave
+    tag = f"{rng.getrandbits(16):04x}"  # users of one seed never meet another seed's
     users = [f"{USERS[i % len(USERS)]}-{tag}{i // len(USERS) or ''}" for i in range(n_users)]
-    timelines = [user_timeline(rng, u, start_ms, events_per_user, timeout_s) for u in users]
+    timelines = [user_timeline(rng, u, 0, events_per_user, timeout_s) for u in users]
     merged = sorted((e for t in timelines for e in t), key=lambda e: e["timestamp"])
+    shift_ms = end_ms - _ms(merged[-1]["timestamp"])  # generated from 0, moved to end now
+    for e in merged:
+        e["timestamp"] = iso_ms(_ms(e["timestamp"]) + shift_ms)
     payloads = [orjson.dumps(e) for e in merged]
     for _ in range(max(1, len(payloads) // 500)):  # re-sends from a flaky publisher
         original = rng.randrange(len(payloads))
@@ -95,3 +99,7 @@ def workload(
     for bad in bad_entries(rng):
         payloads.insert(rng.randrange(len(payloads)), bad)
     return payloads, users
+
+
+def _ms(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp).timestamp() * 1000)
