@@ -4,7 +4,8 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tagger.intake import Accepted, Rejected, check_entry
+from tagger.errors import TaggerError
+from tagger.intake import Accepted, Rejected, check_entry, payload_of, without_bytes
 from tagger.script import SessionScript
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -40,6 +41,10 @@ class OlderEntriesPending(Exception):
         self.entry_id = entry_id
 
 
+class CorruptState(TaggerError):
+    """A key the batch needs holds a foreign value; the batch was not applied."""
+
+
 class BatchTagger:
     """`tag` validates a batch of raw entries and applies it in one script call."""
 
@@ -58,16 +63,36 @@ class BatchTagger:
                 accepted.append(result)
             else:
                 rejected.append(result)
-        args: list[bytes | str | int] = [entries[0][0], len(accepted)]
+        events: list[bytes | str | int] = []
         for a in accepted:
-            args += [a.entry_id, a.user_id, a.record_id, a.ts_ms, a.head]
-            args += [a.upstream_session_id, a.modality, a.source]
+            events += [a.entry_id, a.user_id, a.record_id, a.ts_ms, a.head]
+            events += [a.upstream_session_id, a.modality, a.source]
+        return await self._apply(entries[0][0], len(accepted), events, rejected)
+
+    async def reject(self, entries: Sequence[Entry], reason: str, detail: str) -> Counts:
+        """Dead-letter entries as they are (hash and length kept, not the bytes)."""
+        rejected = [without_bytes(i, payload_of(f) or b"", reason, detail) for i, f in entries]
+        return await self._apply(entries[0][0], 0, [], rejected)
+
+    async def _apply(
+        self,
+        first_id: bytes,
+        n_events: int,
+        events: list[bytes | str | int],
+        rejected: list[Rejected],
+    ) -> Counts:
+        args: list[bytes | str | int] = [first_id, n_events, *events]
         for r in rejected:
             dead_fields = r.stream_fields()
             args += [r.entry_id, len(dead_fields), *dead_fields]
         reply = await self._script.call("tag", args)
         if reply[0] == -1:
             raise OlderEntriesPending(reply[1])
+        if reply[0] == -2:
+            raise CorruptState(
+                f"key {reply[1].decode()} holds the wrong type of value, so nothing of this "
+                "batch was applied; inspect it (TYPE, then DEL if it is not the tagger's)"
+            )
         by_reason: dict[str, int] = {}
         for r in rejected:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + 1

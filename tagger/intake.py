@@ -81,7 +81,7 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
             entry_id, "no_data", f"Entry has no 'data' field (fields: {names}). {_FIX}", None
         )
     if len(raw) > MAX_ENTRY_BYTES:
-        return _without_bytes(
+        return without_bytes(
             entry_id,
             raw,
             "oversized",
@@ -96,7 +96,7 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
         return Rejected(entry_id, "not_object", f"JSON is not an object. {_FIX}", raw)
     lowered = raw.lower()
     if any(p in lowered for p in _MEDIA_PROBES) and (media := find_raw_media(event)):
-        return _without_bytes(
+        return without_bytes(
             entry_id,
             raw,
             "raw_media",
@@ -161,7 +161,7 @@ def _is_binary_audio(node: dict[str, Any]) -> bool:
     return any(str(f).lower() in _BINARY_AUDIO_FORMATS for f in formats if f is not None)
 
 
-def _without_bytes(entry_id: bytes, raw: bytes, reason: str, detail: str) -> Rejected:
+def without_bytes(entry_id: bytes, raw: bytes, reason: str, detail: str) -> Rejected:
     digest = hashlib.sha256(raw).hexdigest()
     return Rejected(entry_id, reason, detail, None, data_sha256=digest, data_len=len(raw))
 

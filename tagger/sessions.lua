@@ -184,6 +184,23 @@ local function seq_in_closed(sid, ts, modality, source)
   return seq
 end
 
+-- A script that fails half-way keeps the writes it made (Redis has no rollback), so the
+-- keys a batch will touch are type-checked before the first write. Returns a bad key.
+local function preflight(args, n_events)
+  local expected = {[K_OUTPUT] = 'stream', [K_DEAD] = 'stream', [K_ACTIVE] = 'hash',
+                    [K_DEDUP] = 'zset', [K_INDEX] = 'zset', [K_DEADLINES] = 'zset'}
+  for i = 1, n_events do
+    expected[user_prefix .. args[2 + (i - 1) * 8 + 2]] = 'zset'
+  end
+  for key, kind in pairs(expected) do
+    local actual = redis.call('TYPE', key)['ok']
+    if actual ~= kind and actual ~= 'none' then
+      return key
+    end
+  end
+  return nil
+end
+
 local function tag(args)
   -- args: first entry id of the batch, event count, then per event 8 values:
   -- entry_id, user_id, record_id, ts_ms, head, upstream_session_id, modality, source;
@@ -194,8 +211,12 @@ local function tag(args)
   if #older > 0 then
     return {-1, older[1][1]}
   end
-  redis.call('ZREMRANGEBYSCORE', K_DEDUP, '-inf', now_ms - dedup_window_ms)
   local n_events = tonumber(args[2])
+  local bad_key = preflight(args, n_events)
+  if bad_key then
+    return {-2, bad_key}
+  end
+  redis.call('ZREMRANGEBYSCORE', K_DEDUP, '-inf', now_ms - dedup_window_ms)
   local tagged, duplicates, dead_count, opened, already_acked = 0, 0, 0, 0, 0
   local closed, late, upstream_mismatch = 0, 0, 0
   local sessions = {}  -- user -> active session state, or false when none

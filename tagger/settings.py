@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Entries pending this long (their consumer died) are claimed and tagged.",
     )
+    max_deliveries: int = Field(
+        5,
+        ge=1,
+        description="An entry that fails this many deliveries is dead-lettered as poison.",
+    )
     sink_lease_ms: int = Field(
         5000,
         ge=100,

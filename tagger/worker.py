@@ -260,13 +260,55 @@ class Worker:
                 start_id=start_id,
                 count=self.settings.batch_size,
             )
-            if entries:
-                try:
-                    await self._tag_with_retry(entries)
-                except OlderEntriesPending:
-                    return  # a live consumer holds older entries; try again next round
+            if entries and not await self._tag_claimed(client, entries):
+                return  # something older is held elsewhere, or keeps failing: next round
             if start_id == b"0-0":
                 return
+
+    async def _tag_claimed(self, client: Redis, entries: list[Entry]) -> bool:
+        """Tag claimed entries in order; False when the round has to stop.
+
+        The oldest entry, once delivered more than MAX_DELIVERIES times, is tried alone and,
+        if it fails again, dead-lettered as `poison`: in-order tagging means one entry that
+        always fails would otherwise hold up every entry after it."""
+        assert self._tagger is not None
+        head_id = entries[0][0]
+        pending: Any = await client.xpending_range(
+            self.keys.input_stream, self.keys.group, min=head_id, max=head_id, count=1
+        )
+        deliveries = int(pending[0]["times_delivered"]) if pending else 0
+        if deliveries > self.settings.max_deliveries:
+            try:
+                await self._tag_with_retry(entries[:1])
+            except OlderEntriesPending:
+                return False
+            except Exception as exc:
+                log.error("entry %s is poison (%r); dead-lettering it", head_id.decode(), exc)
+                await self._tagger.reject(
+                    entries[:1],
+                    "poison",
+                    f"Delivered {deliveries} times and never tagged ({exc!r}); "
+                    "fix the cause, then publish the event again.",
+                )
+            entries = entries[1:]
+        if not entries:
+            return True
+        try:
+            await self._tag_with_retry(entries)
+            return True
+        except OlderEntriesPending:
+            return False
+        except Exception as exc:
+            log.error("claimed batch failed (%r); trying its entries one by one", exc)
+        for entry in entries:
+            try:
+                await self._tag_with_retry([entry])
+            except OlderEntriesPending:
+                return False
+            except Exception as exc:
+                log.error("entry %s failed (%r); it stays pending", entry[0].decode(), exc)
+                return False
+        return True
 
     async def _exit_when_drained(self) -> None:
         client = await self.broker.connect()

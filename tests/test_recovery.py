@@ -189,3 +189,25 @@ def test_an_emptied_script_cache_is_refilled(
         return total
 
     assert asyncio.run(tag_twice_with_a_flush_between()) == 2
+
+
+def test_an_entry_that_always_fails_becomes_poison_and_unblocks_the_rest(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    from tagger.keys import Keys
+
+    settings = make_settings(claim_idle_ms=100, max_deliveries=2)
+    # A foreign value where the tagger keeps evil01's sessions: every batch with an event
+    # of evil01 is refused whole (nothing written), so that event can never be tagged.
+    client.set(Keys.from_settings(settings).user_sessions("evil01"), "not a sorted set")
+    events = [event("elias01", T0), event("evil01", T0), event("mira02", T0)]
+    publish(client, settings, events)
+
+    run_burst(settings, sinks=False)
+
+    assert [e["user_id"] for e in tagged(client, settings)] == ["elias01", "mira02"]
+    ((_, dead),) = client.xrange(settings.dead_letter_stream)
+    assert dead[b"reason"] == b"poison"
+    assert dead[b"source_id"] == client.xrange(settings.input_stream)[1][0]
+    assert b"data" not in dead and len(dead[b"data_sha256"]) == 64
+    assert client.xpending(settings.input_stream, settings.group)["pending"] == 0
