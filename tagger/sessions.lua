@@ -185,12 +185,14 @@ local function seq_in_closed(sid, ts, modality, source)
 end
 
 -- A script that fails half-way keeps the writes it made (Redis has no rollback), so the
--- keys a batch will touch are type-checked before the first write. Returns a bad key.
-local function preflight(args, n_events)
+-- keys an operation will touch, where they can be named up front, are type-checked
+-- before the first write. Returns the first key holding a foreign type, or nil.
+local function preflight(users)
   local expected = {[K_OUTPUT] = 'stream', [K_DEAD] = 'stream', [K_ACTIVE] = 'hash',
-                    [K_DEDUP] = 'zset', [K_INDEX] = 'zset', [K_DEADLINES] = 'zset'}
-  for i = 1, n_events do
-    expected[user_prefix .. args[2 + (i - 1) * 8 + 2]] = 'zset'
+                    [K_DEDUP] = 'zset', [K_INDEX] = 'zset', [K_DEADLINES] = 'zset',
+                    [K_REPLIES] = 'stream'}
+  for _, user in ipairs(users) do
+    expected[user_prefix .. user] = 'zset'
   end
   for key, kind in pairs(expected) do
     local actual = redis.call('TYPE', key)['ok']
@@ -212,7 +214,11 @@ local function tag(args)
     return {-1, older[1][1]}
   end
   local n_events = tonumber(args[2])
-  local bad_key = preflight(args, n_events)
+  local users = {}
+  for i = 1, n_events do
+    users[i] = args[4 + (i - 1) * 8]
+  end
+  local bad_key = preflight(users)
   if bad_key then
     return {-2, bad_key}
   end
@@ -339,6 +345,10 @@ end
 local function control(args)
   local entry_id, action, request_id, user = args[1], args[2], args[3], args[4]
   local performer, ts, sid = args[5], tonumber(args[6]), args[7]
+  local bad_key = preflight({user})
+  if bad_key then
+    return redis.error_reply('key ' .. bad_key .. ' holds a foreign type; inspect it')
+  end
   if redis.call('XACK', K_CONTROL, group, entry_id) == 0 then
     return {'skipped', '', 'already handled'}
   end
