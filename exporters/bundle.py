@@ -64,8 +64,9 @@ def summarize(session_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     messages = [e for e in events if e.get("kind", "message") == "message"]
     start = next((e for e in events if e.get("kind") == "session.start"), {})
     end = next((e for e in events if e.get("kind") == "session.end"), {})
-    first = parse_time(start.get("start_time")) or _first_time(messages)
-    last = parse_time(end.get("end_time")) or _last_time(messages)
+    times = [t for m in messages if (t := parse_time(m.get("timestamp")))]
+    first = parse_time(start.get("start_time")) or min(times, default=None)
+    last = parse_time(end.get("end_time")) or max(times, default=None)
     labels: Counter[str] = Counter()
     for m in messages:
         scores = m.get("classifier_output")
@@ -184,13 +185,3 @@ def _parquet_bytes(events: list[dict[str, Any]]) -> bytes:
 
 def _count(events: list[dict[str, Any]], field: str) -> dict[str, int]:
     return dict(Counter(str(e.get(field)) for e in events if e.get(field) is not None))
-
-
-def _first_time(events: list[dict[str, Any]]) -> datetime | None:
-    times = [t for e in events if (t := parse_time(e.get("timestamp")))]
-    return min(times) if times else None
-
-
-def _last_time(events: list[dict[str, Any]]) -> datetime | None:
-    times = [t for e in events if (t := parse_time(e.get("timestamp")))]
-    return max(times) if times else None

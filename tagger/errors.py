@@ -5,20 +5,12 @@ class TaggerError(Exception):
     """Root of every error the tagger raises on purpose."""
 
 
-class ServerUnavailable(TaggerError):
-    """The Redis/Valkey server does not answer."""
-
-
 class GroupMissing(TaggerError):
     """The consumer group does not exist on the input stream."""
 
 
 class EmbeddedServerError(TaggerError):
     """The embedded Valkey server could not be started."""
-
-
-class PublishError(TaggerError):
-    """An input file could not be published."""
 
 
 class WorkerFailed(TaggerError):

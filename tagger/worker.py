@@ -88,7 +88,6 @@ class Worker:
         self.app = FastStream(self.broker, logger=log)
         self._tagger: BatchTagger | None = None
         self._script: SessionScript | None = None
-        self.sessions_timed_out = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -212,8 +211,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 while True:
-                    closed, due = await self._script.call("sweep", [SWEEP_CHUNK])
-                    self.sessions_timed_out += closed
+                    _closed, due = await self._script.call("sweep", [SWEEP_CHUNK])
                     if due < SWEEP_CHUNK:
                         break
             except _TRANSIENT as exc:
