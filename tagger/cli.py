@@ -1,4 +1,4 @@
-"""`tagger` command line: run, demo, publish, health."""
+"""`tagger` command line: run, demo, publish, health (sessions and files live beside it)."""
 
 import asyncio
 import logging
@@ -10,10 +10,7 @@ import click
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
-from rich.progress import (
-    Progress,
-    TaskID,
-)
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from tagger.batch import Counts
