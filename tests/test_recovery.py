@@ -49,7 +49,9 @@ def test_state_survives_a_killed_embedded_server(tmp_path: Path) -> None:
     server.kill()  # SIGKILL: only what AOF already holds survives
 
     server = EmbeddedValkey(tmp_path, appendfsync="always")
-    client = Redis.from_url(server.start())
+    url = server.start()  # the restarted server may listen on another port
+    settings = settings.model_copy(update={"redis_url": url})
+    client = Redis.from_url(url)
     try:
         publish(client, settings, [event("omar07", T0 + 2 * MINUTE_MS), first])
         counts = run_burst(settings)
