@@ -12,11 +12,12 @@ from typing import Any
 
 import orjson
 
-from exporters.parquet import event_schema, parse_time, row_of
+from exporters.parquet import event_schema, row_of
 from exporters.paths import inside, make_dirs
 from exporters.timeline import timeline_html
 from schemas import SESSION_ID_PATTERN
 from tagger.errors import TaggerError
+from tagger.times import parse_time
 
 BUNDLE_FORMAT = "a3cp-session-bundle/1"
 BUNDLE_FILES = ("session.json", "events.jsonl", "events.parquet", "timeline.html")

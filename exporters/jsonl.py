@@ -3,19 +3,15 @@
 import logging
 import os
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
 from exporters.paths import UnsafePath, fsync_dir, make_dirs, open_private, session_log_path
+from tagger.times import now_iso_ms
 
 log = logging.getLogger("tagger.sink.jsonl")
 Entry = tuple[bytes, dict[bytes, bytes]]
-
-
-def now_iso_ms() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class JsonlSink:

@@ -3,7 +3,6 @@
 import os
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from time import monotonic
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import orjson
 
 from exporters.paths import fsync_dir, inside, make_dirs, open_private
+from tagger.times import parse_time
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 PART_NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)-(\d+)\.parquet$")
@@ -72,13 +72,6 @@ def session_schema() -> Any:
         else:
             fields.append((name, pa.string()))
     return pa.schema([*fields, ("duration_s", pa.float64()), ("stream_id", pa.string())])
-
-
-def parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def event_row(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from typing import Any
 
 import orjson
 
+from tagger.times import epoch_ms, parse_time
+
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Session __TITLE__</title>
@@ -115,7 +117,5 @@ def _top_label(scores: Any) -> str | None:
 
 
 def _ms(stamp: str) -> int:
-    from exporters.parquet import parse_time
-
     moment = parse_time(stamp)
-    return int(moment.timestamp() * 1000) if moment else 0
+    return epoch_ms(moment) if moment else 0

@@ -14,11 +14,11 @@ from redis.exceptions import RedisError
 from exporters.bundle import export_bundle, import_bundle, imported_events, read_events
 from exporters.compact import compact
 from exporters.dataset import build_dataset
-from exporters.parquet import parse_time
 from tagger.cli_common import console, fail, load_settings, progress_bar
 from tagger.errors import TaggerError
 from tagger.keys import Keys
 from tagger.server import redis_url
+from tagger.times import parse_time
 
 
 @click.command("export")

@@ -2,7 +2,6 @@
 
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -15,8 +14,8 @@ from tagger.errors import TaggerError
 from tagger.intake import payload_of
 from tagger.keys import Keys
 from tagger.script import SessionScript
+from tagger.times import epoch_ms, now_iso_ms
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A request nobody handled for this long (no tagger was running) is refused, not applied:
 # a caregiver who was told "no answer" must not find the session started later.
 REQUEST_TTL_S = 300
@@ -36,7 +35,7 @@ async def handle_request(
         request = SessionControlRequest.model_validate_json(raw)
     except ValidationError as exc:
         return await _refuse(client, keys, entry_id, raw, exc)
-    ts_ms = (request.timestamp - _EPOCH) // timedelta(milliseconds=1)
+    ts_ms = epoch_ms(request.timestamp)
     if ts_ms < time.time() * 1000 - REQUEST_TTL_S * 1000:
         return await _answer(
             client,
@@ -105,7 +104,7 @@ def request(
         "schema_version": "1.0.1",
         "record_id": record_id,
         "user_id": user_id,
-        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "timestamp": now_iso_ms(),
         **{k: v for k, v in fields.items() if v is not None},
     }
     last: Any = client.xrevrange(keys.control_replies, count=1)

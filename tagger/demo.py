@@ -2,20 +2,15 @@
 
 import random
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from tagger.times import epoch_ms, iso_ms, parse_time
+
 USERS = ("elias01", "mira02", "jonas03", "aylin04", "noah05", "lena06", "omar07", "sofia08")
 INTENTS = ("hungry", "go_outside", "help", "tired", "music", "drink", "toilet")
 MODALITIES = ("gesture", "gesture", "speech", "audio", "image", "multimodal")
-
-
-def iso_ms(ts_ms: int) -> str:
-    """A3CP timestamp text: UTC, milliseconds, 'Z'."""
-    moment = datetime.fromtimestamp(ts_ms / 1000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def user_timeline(
@@ -89,9 +84,9 @@ def workload(
     users = [f"{USERS[i % len(USERS)]}-{tag}{i // len(USERS) or ''}" for i in range(n_users)]
     timelines = [user_timeline(rng, u, 0, events_per_user, timeout_s) for u in users]
     merged = sorted((e for t in timelines for e in t), key=lambda e: e["timestamp"])
-    shift_ms = end_ms - _ms(merged[-1]["timestamp"])  # generated from 0, moved to end now
+    shift_ms = end_ms - _text_ms(merged[-1]["timestamp"])  # generated from 0, moved to end now
     for e in merged:
-        e["timestamp"] = iso_ms(_ms(e["timestamp"]) + shift_ms)
+        e["timestamp"] = iso_ms(_text_ms(e["timestamp"]) + shift_ms)
     payloads = [orjson.dumps(e) for e in merged]
     for _ in range(max(1, len(payloads) // 500)):  # re-sends from a flaky publisher
         original = rng.randrange(len(payloads))
@@ -101,5 +96,7 @@ def workload(
     return payloads, users
 
 
-def _ms(stamp: str) -> int:
-    return int(datetime.fromisoformat(stamp).timestamp() * 1000)
+def _text_ms(stamp: str) -> int:
+    moment = parse_time(stamp)
+    assert moment is not None
+    return epoch_ms(moment)

@@ -2,7 +2,6 @@
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -10,10 +9,9 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import ValidationError
 
 from schemas import A3CPMessage
+from tagger.times import epoch_ms
 
 MAX_ENTRY_BYTES = 512 * 1024  # A3CP: a log line may be at most 512 KiB
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
 # Cheap byte probes (on the lower-cased bytes: URL schemes ignore case); only an entry
 # that contains one is walked in full. A backslash may hide a marker behind a JSON
 # escape, so it triggers the walk too. (One `in` per probe is ~10x faster than a regex.)
@@ -127,7 +125,7 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
         entry_id=entry_id,
         user_id=spine.user_id,
         record_id=str(spine.record_id),
-        ts_ms=(spine.timestamp - _EPOCH) // _ONE_MS,
+        ts_ms=epoch_ms(spine.timestamp),
         head=head,
         upstream_session_id=upstream or "",
         modality=spine.modality or "",

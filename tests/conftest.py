@@ -100,7 +100,7 @@ def tagged(client: "Redis[bytes]", settings: Settings) -> list[dict[str, Any]]:
 
 def event(user_id: str = "elias01", ts_ms: int = 1_750_000_000_000, **extra: Any) -> dict[str, Any]:
     """A valid A3CPMessage."""
-    from tagger.demo import iso_ms
+    from tagger.times import iso_ms
 
     return {
         "schema_version": "1.0.1",

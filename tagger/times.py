@@ -1,0 +1,34 @@
+"""Time as A3CP writes it: UTC, milliseconds, 'Z'; and epoch milliseconds."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime (exact integer arithmetic)."""
+    return (moment - _EPOCH) // _ONE_MS
+
+
+def iso_ms(ms: int) -> str:
+    """A3CP timestamp text for epoch milliseconds: UTC, milliseconds, 'Z'."""
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def now_iso_ms() -> str:
+    """The current time as A3CP timestamp text."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: Any) -> datetime | None:
+    """An ISO 8601 text as an aware UTC datetime (naive is UTC); None for a non-string."""
+    if not isinstance(text, str):
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
