@@ -59,7 +59,7 @@ class SinkRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set (then it writes out what it holds and returns). A failed
         write propagates: nothing unwritten is acked."""
-        await ensure_sink_group(self.client, self.keys.output_stream, self.group)
+        await create_group(self.client, self.keys.output_stream, self.group)
         while not stop.is_set():
             if await self.client.exists(self.keys.sink_pause(self.sink.name)):
                 await self._yield_lease()  # `tagger compact` asked for the files
@@ -124,7 +124,9 @@ class SinkRunner:
             await self.client.xack(self.keys.output_stream, self.group, *ids[i : i + 1000])
 
 
-async def ensure_sink_group(client: Redis, stream: str, group: str) -> None:
+async def create_group(client: Redis, stream: str, group: str) -> None:
+    """Create a consumer group from the stream's start (id 0, not "$": entries added before
+    the first run count too); an existing group is kept."""
     try:
         await client.xgroup_create(stream, group, id="0", mkstream=True)
     except ResponseError as exc:

@@ -15,7 +15,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from exporters import file_sinks
-from exporters.runner import SinkRunner, ensure_sink_group
+from exporters.runner import SinkRunner, create_group
 from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
 from tagger.control import handle_request
 from tagger.errors import GroupMissing, WorkerFailed
@@ -33,12 +33,7 @@ STOP_TIMEOUT_S = 30.0
 async def ensure_group(client: Redis, keys: Keys) -> None:
     """Create the consumer groups from the streams' start; existing groups are kept."""
     for stream in (keys.input_stream, keys.control_stream):
-        try:
-            # From id 0, not "$": a backlog published before the first run is tagged too.
-            await client.xgroup_create(stream, keys.group, id="0", mkstream=True)
-        except redis_errors.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await create_group(client, stream, keys.group)
 
 
 async def check_group(client: Redis, keys: Keys) -> None:
@@ -139,9 +134,7 @@ class Worker:
         client = await self.broker.connect()
         await ensure_group(client, self.keys)
         for sink in self.sinks:
-            await ensure_sink_group(
-                client, self.keys.output_stream, self.keys.sink_group(sink.name)
-            )
+            await create_group(client, self.keys.output_stream, self.keys.sink_group(sink.name))
         self._script = SessionScript(client, self.settings)
         self._tagger = BatchTagger(self._script)
         self.counts = self._tagger.counts
