@@ -5,7 +5,8 @@ from exporters.parquet import ParquetSink
 from exporters.runner import Sink
 from tagger.settings import Settings
 
-__all__ = ["JsonlSink", "ParquetSink", "Sink", "file_sinks"]
+__all__ = ["SINK_NAMES", "JsonlSink", "ParquetSink", "Sink", "file_sinks"]
+SINK_NAMES = (JsonlSink.name, ParquetSink.name)
 
 
 def file_sinks(settings: Settings) -> list[Sink]:

@@ -23,6 +23,7 @@ class Counts:
     closed: int = 0  # sessions rolled by a later event (timeout or max duration)
     late: int = 0  # events older than the user's latest session
     upstream_mismatch: int = 0  # events whose incoming session_id was not the one given
+    closed_max_duration: int = 0  # of `closed`, those that reached TAGGER_MAX_SESSION_S
     dead_by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: "Counts") -> None:
@@ -96,9 +97,18 @@ class BatchTagger:
         by_reason: dict[str, int] = {}
         for r in rejected:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
-        tagged, duplicates, dead, opened, already_acked, closed, late, mismatch = reply
+        tagged, duplicates, dead, opened, already_acked, closed, late, mismatch, max_d = reply
         counts = Counts(
-            tagged, duplicates, dead, opened, already_acked, closed, late, mismatch, by_reason
+            tagged,
+            duplicates,
+            dead,
+            opened,
+            already_acked,
+            closed,
+            late,
+            mismatch,
+            max_d,
+            by_reason,
         )
         self.counts.add(counts)
         return counts

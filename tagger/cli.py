@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -10,29 +11,32 @@ import click
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
+from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from exporters import SINK_NAMES
 from tagger.batch import Counts
 from tagger.cli_common import console, fail, load_settings, progress_bar
 from tagger.cli_files import compact_command, dataset, export_command, import_command, replay
 from tagger.cli_sessions import sessions
 from tagger.demo import workload
 from tagger.errors import TaggerError
+from tagger.health import Check, readiness
 from tagger.keys import Keys
+from tagger.logs import configure_logging
 from tagger.publish import jsonl_lines, publish_raw
 from tagger.server import EmbeddedValkey, redact, redis_url
-from tagger.worker import Worker, check_group
+from tagger.settings import Settings
+from tagger.status import live_view, render, snapshot
+from tagger.worker import Worker
 
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log every batch (DEBUG).")
 def main(verbose: bool) -> None:
     """A3CP session tagger: assigns sessions to A3CP messages on Redis Streams."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging("text", verbose)  # until the settings say otherwise (load_settings)
 
 
 main.add_command(sessions)
@@ -83,8 +87,11 @@ def publish(file: Path) -> None:
 
 
 @main.command()
-def health() -> None:
-    """Exit 0 when the server answers and the consumer group exists, 1 otherwise."""
+@click.option("--no-sinks", is_flag=True, help="Check a worker run with --no-sinks.")
+@click.option("--sinks-only", is_flag=True, help="Check a worker run with --sinks-only.")
+def health(no_sinks: bool, sinks_only: bool) -> None:
+    """Exit 0 when the server answers, the consumer groups exist and the file sinks keep
+    up (the checks of a worker's /ready), else 1 with what failed and what to do."""
     settings = load_settings()
     url = settings.redis_url or EmbeddedValkey(settings.data_dir).running_url()
     if url is None:
@@ -92,22 +99,68 @@ def health() -> None:
             f"no embedded Valkey server is running for {settings.data_dir.resolve()}; "
             "start `tagger run`, or set TAGGER_REDIS_URL to the server to check"
         )
-    try:
-        asyncio.run(_check_health(url, Keys.from_settings(settings)))
-    except RedisError as exc:
-        fail(f"server {redact(url)} does not answer ({exc}); start it or fix TAGGER_REDIS_URL")
-    except TaggerError as exc:
-        fail(str(exc))
-    console.print(f"ok: {redact(url)} answers and group '{settings.group}' exists")
+    sink_names = [] if no_sinks else list(SINK_NAMES)
+    checks = asyncio.run(_readiness(url, settings, not sinks_only, sink_names))
+    failed = [c for c in checks if not c.ok]
+    for check in failed:
+        Console(stderr=True).print(
+            f"[red]error:[/red] {check.name}: {check.detail}", highlight=False, soft_wrap=True
+        )
+    if failed:
+        sys.exit(1)
+    console.print(f"ok: {redact(url)}: " + "; ".join(f"{c.name} {c.detail}" for c in checks))
 
 
-async def _check_health(url: str, keys: Keys) -> None:
+async def _readiness(
+    url: str, settings: Settings, tagging: bool, sink_names: list[str]
+) -> list[Check]:
     client: AsyncRedis = AsyncRedis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        await client.ping()
-        await check_group(client, keys)
+        return await readiness(
+            client,
+            Keys.from_settings(settings),
+            tagging=tagging,
+            sink_names=sink_names,
+            max_sink_lag=settings.ready_max_sink_lag,
+        )
     finally:
         await client.aclose()
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Print one view and exit (scripts, logs).")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between redraws.")
+def status(once: bool, interval: float) -> None:
+    """Live view of throughput, lag, active sessions and the last dead letters; q or
+    Ctrl-C quits."""
+    settings = load_settings()
+    url = settings.redis_url or EmbeddedValkey(settings.data_dir).running_url()
+    if url is None:
+        fail(
+            f"no embedded Valkey server is running for {settings.data_dir.resolve()}; "
+            "start `tagger run`, or set TAGGER_REDIS_URL to the server to watch"
+        )
+    keys = Keys.from_settings(settings)
+
+    async def watch() -> None:
+        client: AsyncRedis = AsyncRedis.from_url(url, socket_timeout=5)
+        try:
+            if once:  # two reads an interval apart, for the rates
+                before = await snapshot(client, keys, SINK_NAMES)
+                await asyncio.sleep(interval)
+                now = await snapshot(client, keys, SINK_NAMES)
+                console.print(render(now, before, redact(url)))
+            else:
+                await live_view(client, keys, SINK_NAMES, redact(url), interval)
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(watch())
+    except KeyboardInterrupt:
+        pass
+    except RedisError as exc:
+        fail(f"server {redact(url)} does not answer ({exc}); start it or fix TAGGER_REDIS_URL")
 
 
 @main.command()

@@ -3,10 +3,12 @@
 import sys
 from typing import NoReturn
 
+import click
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tagger.logs import configure_logging
 from tagger.settings import Settings
 
 console = Console()
@@ -19,13 +21,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def load_settings() -> Settings:
+    """The settings, with logging set up as they ask (`-v` on the command adds DEBUG)."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'env'}: {e['msg']}" for e in exc.errors()
         )
         fail(f"bad TAGGER_* settings: {problems}", code=2)
+    ctx = click.get_current_context(silent=True)
+    configure_logging(settings.log_format, bool(ctx and ctx.find_root().params.get("verbose")))
+    return settings
 
 
 def progress_bar() -> Progress:

@@ -224,7 +224,7 @@ local function tag(args)
   end
   redis.call('ZREMRANGEBYSCORE', K_DEDUP, '-inf', now_ms - dedup_window_ms)
   local tagged, duplicates, dead_count, opened, already_acked = 0, 0, 0, 0, 0
-  local closed, late, upstream_mismatch = 0, 0, 0
+  local closed, closed_max_duration, late, upstream_mismatch = 0, 0, 0, 0
   local sessions = {}  -- user -> active session state, or false when none
   local i = 3
   for _ = 1, n_events do
@@ -268,6 +268,7 @@ local function tag(args)
           local reason = ts - s.last > timeout_ms and 'timeout' or 'max_duration'
           close_session(s, reason, 'system', s.seq > 0 and s.last or s.start)
           closed = closed + 1
+          if reason == 'max_duration' then closed_max_duration = closed_max_duration + 1 end
           s = false
         end
         if not s then
@@ -314,7 +315,7 @@ local function tag(args)
     end
   end
   return {tagged, duplicates, dead_count, opened, already_acked, closed, late,
-          upstream_mismatch}
+          upstream_mismatch, closed_max_duration}
 end
 
 -- Closes sessions whose wall-clock deadline has passed. args: 1 max sessions to close.

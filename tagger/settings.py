@@ -87,3 +87,19 @@ class Settings(BaseSettings):
         description="AOF fsync policy of the embedded server: always loses nothing on a "
         "crash; everysec is faster and may lose the last second.",
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the /metrics, /health and /ready endpoint; 0.0.0.0 "
+        "exposes it beyond this host.",
+    )
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Port of that endpoint; 0 lets the system pick one."
+    )
+    ready_max_sink_lag: int = Field(
+        50_000,
+        ge=0,
+        description="/ready fails while a file sink is more tagged entries than this behind.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text for people, json for one JSON object per line."
+    )

@@ -2,15 +2,20 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import orjson
 from faststream import AckPolicy, FastStream
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
+from faststream.redis.prometheus import RedisPrometheusMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
@@ -18,8 +23,11 @@ from exporters import file_sinks
 from exporters.runner import SinkRunner, create_group
 from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
 from tagger.control import handle_request
+from tagger.endpoint import Endpoint, Response
 from tagger.errors import GroupMissing, WorkerFailed
+from tagger.health import consumer_groups, group_backlog, readiness
 from tagger.keys import Keys
+from tagger.metrics import Metrics
 from tagger.script import SessionScript
 from tagger.settings import Settings
 
@@ -28,37 +36,13 @@ _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 _TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError)
 SWEEP_CHUNK = 100  # sessions closed per script call, so one call stays short
 STOP_TIMEOUT_S = 30.0
+REPORT_INTERVAL_S = 10.0
 
 
 async def ensure_group(client: Redis, keys: Keys) -> None:
     """Create the consumer groups from the streams' start; existing groups are kept."""
     for stream in (keys.input_stream, keys.control_stream):
         await create_group(client, stream, keys.group)
-
-
-async def check_group(client: Redis, keys: Keys) -> None:
-    """Raise GroupMissing unless the consumer group exists on the input stream."""
-    try:
-        groups = await client.xinfo_groups(keys.input_stream)
-    except redis_errors.ResponseError:
-        groups = []
-    if not any(g["name"].decode() == keys.group for g in groups):
-        raise GroupMissing(
-            f"Consumer group '{keys.group}' does not exist on stream '{keys.input_stream}'; "
-            "start the tagger once (`tagger run`) to create it."
-        )
-
-
-async def backlog(client: Redis, stream: str, group_name: str) -> tuple[int, int]:
-    """(entries never delivered to the group, entries delivered but not acked)."""
-    for group in await client.xinfo_groups(stream):
-        if group["name"].decode() == group_name:
-            lag = group.get("lag")
-            if lag is None:  # Redis cannot tell after some deletions; compare ids instead
-                info = await client.xinfo_stream(stream)
-                lag = int(info["last-generated-id"] != group["last-delivered-id"])
-            return int(lag), int(group["pending"])
-    raise GroupMissing(f"Consumer group '{group_name}' on '{stream}' vanished; restart the tagger.")
 
 
 class Worker:
@@ -79,16 +63,34 @@ class Worker:
         self.burst = burst
         self.consumer = settings.consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.counts = Counts()
-        self.broker = RedisBroker(url, log_level=logging.DEBUG, graceful_timeout=30.0)
+        self.tagging = tag
+        self.sinks = file_sinks(settings) if sinks else []
+        self.metrics = Metrics(self.keys, [s.name for s in self.sinks], tagging=tag)
+        self.broker = RedisBroker(
+            url,
+            # FastStream's own lines go through the service's handler (text or JSON);
+            # its per-message access lines at DEBUG only.
+            logger=logging.getLogger("tagger.broker"),
+            log_level=logging.DEBUG,
+            graceful_timeout=30.0,
+            middlewares=[RedisPrometheusMiddleware(registry=self.metrics.registry)],
+        )
         self.app = FastStream(self.broker, logger=log)
+        self.endpoint = Endpoint(
+            {
+                "/metrics": self._metrics_page,
+                "/health": self._health_page,
+                "/ready": self._ready_page,
+            }
+        )
+        self.endpoint_port: int | None = None
+        self._report = _Report()
         self._tagger: BatchTagger | None = None
         self._script: SessionScript | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._wait_for_older_s = min(max(settings.claim_idle_ms / 10_000, 0.02), 1.0)
-        self.tagging = tag
-        self.sinks = file_sinks(settings) if sinks else []
         self.failure: BaseException | None = None
         self.app.on_startup(self._prepare)
         self.app.after_startup(self._start_background)
@@ -138,6 +140,47 @@ class Worker:
         self._script = SessionScript(client, self.settings)
         self._tagger = BatchTagger(self._script)
         self.counts = self._tagger.counts
+        await self._start_endpoint()
+
+    async def _start_endpoint(self) -> None:
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        try:
+            self.endpoint_port = await self.endpoint.start(host, port)
+        except OSError as exc:
+            log.warning(
+                "cannot serve /metrics, /health, /ready on %s:%d (%s); this worker goes on "
+                "without them. Set TAGGER_METRICS_PORT to a free port (0: any) to have them.",
+                host,
+                port,
+                exc,
+            )
+            return
+        log.info("metrics and health on http://%s:%d/metrics", host, self.endpoint_port)
+
+    async def _metrics_page(self) -> Response:
+        try:
+            await self.metrics.refresh(await self.broker.connect())
+        except (redis_errors.RedisError, GroupMissing) as exc:
+            log.warning("metrics: shared gauges not refreshed (%s)", exc)
+        return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
+
+    async def _health_page(self) -> Response:
+        if self.failure is not None:
+            body = {"status": "failed", "error": repr(self.failure)}
+            return 503, "application/json", orjson.dumps(body)
+        return 200, "application/json", orjson.dumps({"status": "ok"})
+
+    async def _ready_page(self) -> Response:
+        checks = await readiness(
+            await self.broker.connect(),
+            self.keys,
+            tagging=self.tagging,
+            sink_names=self.metrics.sink_names,
+            max_sink_lag=self.settings.ready_max_sink_lag,
+        )
+        ready = all(c.ok for c in checks) and self.failure is None
+        body = {"ready": ready, "checks": [dataclasses.asdict(c) for c in checks]}
+        return (200 if ready else 503), "application/json", orjson.dumps(body)
 
     async def _start_background(self) -> None:
         if self.tagging:
@@ -175,6 +218,7 @@ class Worker:
             for task in stuck:
                 log.warning("task %s did not stop in %.0f s; cancelling it", task, STOP_TIMEOUT_S)
                 task.cancel()
+        await self.endpoint.close()
 
     async def _handle(self, batch: dict[str, Any]) -> None:
         entries = list(zip(batch["message_ids"], batch["data"], strict=True))
@@ -196,6 +240,7 @@ class Worker:
         reply = await handle_request(
             self._script, await self.broker.connect(), entry_id, message["data"]
         )
+        self.metrics.control_done(reply.status, reply.reason)
         log.info("control %s: %s %s", reply.request_id, reply.status, reply.reason)
 
     async def _sweep_forever(self) -> None:
@@ -204,7 +249,8 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 while True:
-                    _closed, due = await self._script.call("sweep", [SWEEP_CHUNK])
+                    closed, due = await self._script.call("sweep", [SWEEP_CHUNK])
+                    self.metrics.swept(closed)
                     if due < SWEEP_CHUNK:
                         break
             except _TRANSIENT as exc:
@@ -220,7 +266,9 @@ class Worker:
         assert self._tagger is not None
         for delay_s in (*_RETRY_DELAYS_S, None):
             try:
-                await self._tagger.tag(entries)
+                started = time.perf_counter()
+                counts = await self._tagger.tag(entries)
+                self._batch_done(entries, counts, time.perf_counter() - started)
                 return
             except _TRANSIENT as exc:
                 if delay_s is None:
@@ -228,6 +276,21 @@ class Worker:
                     raise
                 log.warning("server unreachable (%s); retrying in %.1f s", exc, delay_s)
                 await asyncio.sleep(delay_s)
+
+    def _batch_done(self, entries: list[Entry], counts: Counts, seconds: float) -> None:
+        oldest_ms = int(entries[0][0].split(b"-", 1)[0])
+        wait_s = time.time() - oldest_ms / 1000
+        self.metrics.batch_done(counts, len(entries), seconds, wait_s)
+        log.debug(
+            "batch of %d: %d tagged, %d dead, %d duplicates in %.1f ms",
+            len(entries),
+            counts.tagged,
+            counts.dead,
+            counts.duplicates,
+            seconds * 1000,
+            extra={"batch": len(entries), "tag_ms": round(seconds * 1000, 2), **_fields(counts)},
+        )
+        self._report.add(counts, len(entries), seconds)
 
     async def _claim_orphans_forever(self) -> None:
         interval_s = min(max(self.settings.claim_idle_ms / 2000, 0.05), 5.0)
@@ -303,13 +366,9 @@ class Worker:
 
     async def _exit_when_drained(self) -> None:
         client = await self.broker.connect()
-        groups = []
-        if self.tagging:
-            groups += [(self.keys.input_stream, self.keys.group)]
-            groups += [(self.keys.control_stream, self.keys.group)]
-        groups += [(self.keys.output_stream, self.keys.sink_group(s.name)) for s in self.sinks]
+        groups = consumer_groups(self.keys, self.tagging, self.metrics.sink_names)
         while not self._stopping.is_set():
-            if all([await backlog(client, stream, group) == (0, 0) for stream, group in groups]):
+            if all([await group_backlog(client, s, g) == (0, 0) for s, g in groups]):
                 self.app.exit()
                 return
             await self._pause(0.05)
@@ -321,3 +380,47 @@ async def _raw_parser(msg: Any, _original: Callable[..., Awaitable[Any]]) -> Str
 
 async def _raw_decoder(msg: StreamMessage[Any], _original: Callable[..., Awaitable[Any]]) -> Any:
     return msg.raw_message
+
+
+def _fields(counts: Counts) -> dict[str, int]:
+    return {f.name: getattr(counts, f.name) for f in dataclasses.fields(counts)[:-1]}
+
+
+class _Report:
+    """Adds batches up and logs what they did, at most once per REPORT_INTERVAL_S."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._since = time.monotonic()
+        self._counts = Counts()
+        self._batches = 0
+        self._tag_s = 0.0
+
+    def add(self, counts: Counts, size: int, seconds: float) -> None:
+        self._counts.add(counts)
+        self._batches += 1
+        self._tag_s += seconds
+        elapsed_s = time.monotonic() - self._since
+        if elapsed_s < REPORT_INTERVAL_S:
+            return
+        c = self._counts
+        log.info(
+            "%d events tagged in %.0f s (%.0f/s), %d dead letters, %d sessions opened; "
+            "%d batches, %.1f ms each on average",
+            c.tagged,
+            elapsed_s,
+            c.tagged / elapsed_s,
+            c.dead,
+            c.opened,
+            self._batches,
+            self._tag_s / self._batches * 1000,
+            extra={
+                "interval_s": round(elapsed_s, 3),
+                "batches": self._batches,
+                "mean_tag_ms": round(self._tag_s / self._batches * 1000, 2),
+                **_fields(c),
+            },
+        )
+        self._reset()

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,6 +54,7 @@ def make_settings(server_url: str, tmp_path: Path) -> SettingsFactory:
             "control_stream": f"{ns}:control",
             "state_prefix": f"{ns}:state",
             "claim_idle_ms": 200,
+            "metrics_port": 0,  # several workers at once must not fight over one port
         }
         values.update(overrides)
         return Settings(**values)
@@ -124,3 +126,12 @@ def tagger_env(settings: Settings) -> dict[str, str]:
 
 def tagger_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "tagger", *args]
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    """Poll until `condition()` is truthy (and return it); fail the test after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+    return result

@@ -4,7 +4,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from tests.conftest import (
     tagged,
     tagger_cmd,
     tagger_env,
+    wait_for,
 )
 from tests.reference import check_bracketing
 
@@ -51,14 +52,6 @@ def running_workers(settings: Settings, count: int = 1) -> Iterator[list[subproc
         for w in workers:
             w.kill()
             w.wait()
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-    return result
 
 
 def boundaries(client: Redis, settings: Settings, kind: str) -> list[dict[str, Any]]:

@@ -1,0 +1,71 @@
+"""Readiness checks, shared by `/ready` and `tagger health`: server, groups, sinks' lag."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from tagger.errors import GroupMissing
+from tagger.keys import Keys
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def consumer_groups(keys: Keys, tagging: bool, sink_names: Sequence[str]) -> list[tuple[str, str]]:
+    """(stream, group) of every consumer group a worker of this shape reads."""
+    pairs = []
+    if tagging:
+        pairs += [(keys.input_stream, keys.group), (keys.control_stream, keys.group)]
+    pairs += [(keys.output_stream, keys.sink_group(s)) for s in sink_names]
+    return pairs
+
+
+async def group_backlog(client: Redis, stream: str, group_name: str) -> tuple[int, int]:
+    """(entries never delivered to the group, entries delivered but not acked)."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except redis_errors.ResponseError:  # no such stream
+        groups = []
+    for group in groups:
+        if group["name"].decode() == group_name:
+            lag = group.get("lag")
+            if lag is None:  # Redis cannot tell after some deletions; compare ids instead
+                info = await client.xinfo_stream(stream)
+                lag = int(info["last-generated-id"] != group["last-delivered-id"])
+            return int(lag), int(group["pending"])
+    raise GroupMissing(
+        f"consumer group '{group_name}' does not exist on stream '{stream}'; "
+        "start the tagger once (`tagger run`) to create it"
+    )
+
+
+async def readiness(
+    client: Redis, keys: Keys, *, tagging: bool, sink_names: Sequence[str], max_sink_lag: int
+) -> list[Check]:
+    """Every check, passed or not; the server check alone when the server does not answer."""
+    try:
+        await client.ping()
+    except redis_errors.RedisError as exc:
+        return [Check("server", False, f"{exc}; start the server or fix TAGGER_REDIS_URL")]
+    checks = [Check("server", True, "answers PING")]
+    sink_groups = {keys.sink_group(s): s for s in sink_names}
+    for stream, group in consumer_groups(keys, tagging, sink_names):
+        try:
+            undelivered, pending = await group_backlog(client, stream, group)
+        except GroupMissing as exc:
+            checks.append(Check(f"group {group} on {stream}", False, str(exc)))
+            continue
+        checks.append(Check(f"group {group} on {stream}", True, "exists"))
+        if group in sink_groups:
+            lag = undelivered + pending
+            detail = f"{lag} tagged entries not yet stored (limit {max_sink_lag})"
+            if lag > max_sink_lag:
+                detail += "; check the sink's disk and logs, or run `tagger run --sinks-only`"
+            checks.append(Check(f"sink {sink_groups[group]}", lag <= max_sink_lag, detail))
+    return checks
