@@ -39,6 +39,8 @@ class SessionControlRequest(BaseModel):
 class ControlReply(BaseModel):
     """What the tagger answers on the replies stream, keyed by the request's record_id."""
 
+    model_config = ConfigDict(extra="forbid")
+
     request_id: str
     status: Literal["ok", "error"]
     session_id: str

@@ -3,11 +3,13 @@
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from importlib.metadata import version
 from typing import Any
 
 import orjson
@@ -15,12 +17,16 @@ from faststream import AckPolicy, FastStream
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.prometheus import RedisPrometheusMiddleware
+from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from exporters import file_sinks
 from exporters.runner import SinkRunner, create_group
+from schemas.control import ControlReply, SessionControlRequest
+from schemas.message import A3CPMessage
+from schemas.wire import DeadLetter, TaggedOutput
 from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
 from tagger.control import handle_request
 from tagger.endpoint import Endpoint, Response
@@ -74,8 +80,15 @@ class Worker:
             log_level=logging.DEBUG,
             graceful_timeout=30.0,
             middlewares=[RedisPrometheusMiddleware(registry=self.metrics.registry)],
+            apply_types=False,  # handlers get raw entries; see _documented_as
         )
-        self.app = FastStream(self.broker, logger=log)
+        spec = AsyncAPI(
+            self.broker,
+            title="A3CP session tagger",
+            version=version("a3cp-session-tagger"),
+            description="Assigns each A3CP message to its user's session on Redis Streams.",
+        )
+        self.app = FastStream(self.broker, logger=log, specification=spec)
         self.endpoint = Endpoint(
             {
                 "/metrics": self._metrics_page,
@@ -99,13 +112,52 @@ class Worker:
             self._subscribe()
 
     def _subscribe(self) -> None:
+        k = self.keys
         self._raw_subscriber(
-            self.keys.input_stream, self._handle, batch=True, max_records=self.settings.batch_size
+            k.input_stream,
+            _documented_as(self._handle, A3CPMessage),
+            batch=True,
+            max_records=self.settings.batch_size,
+            title=k.input_stream,
+            description="A3CPMessage JSON in entry field `data` (or FastStream's `__data__`), "
+            "read by the tagger's consumer group in batches.",
         )
-        self._raw_subscriber(self.keys.control_stream, self._handle_control)
+        self._raw_subscriber(
+            k.control_stream,
+            _documented_as(self._handle_control, SessionControlRequest),
+            title=k.control_stream,
+            description="Explicit session start/end requests, JSON in field `data`; "
+            f"each is answered on {k.control_replies}.",
+        )
+        # The session script writes these streams itself (atomically with the session state);
+        # the publishers only declare them, for docs/asyncapi.yaml.
+        outputs = [
+            (
+                k.output_stream,
+                TaggedOutput,
+                "Tagged messages and session.start/end records, "
+                "JSON in field `data`; fields user_id, session_id, kind beside it.",
+            ),
+            (
+                k.dead_letter_stream,
+                DeadLetter,
+                "Refused input entries (these are the entry's "
+                "fields, not JSON), each with a reason and what to fix.",
+            ),
+            (k.control_replies, ControlReply, "One reply per control request (entry fields)."),
+        ]
+        for stream, schema, description in outputs:
+            self.broker.publisher(
+                stream=stream, schema=schema, title=stream, description=description
+            )
 
     def _raw_subscriber(
-        self, stream_name: str, handler: Callable[..., Awaitable[None]], **options: Any
+        self,
+        stream_name: str,
+        handler: Callable[..., Awaitable[None]],
+        title: str,
+        description: str,
+        **options: Any,
     ) -> None:
         stream = StreamSub(
             stream_name,
@@ -118,7 +170,12 @@ class Worker:
         # The script acks each entry itself, atomically with its effects: MANUAL keeps
         # FastStream from acking, and the raw parser skips its JSON re-encoding.
         self.broker.subscriber(
-            stream=stream, parser=_raw_parser, decoder=_raw_decoder, ack_policy=AckPolicy.MANUAL
+            stream=stream,
+            parser=_raw_parser,
+            decoder=_raw_decoder,
+            ack_policy=AckPolicy.MANUAL,
+            title=title,
+            description=description,
         )(handler)
 
     async def run(self) -> Counts:
@@ -372,6 +429,24 @@ class Worker:
                 self.app.exit()
                 return
             await self._pause(0.05)
+
+
+def _documented_as(
+    handler: Callable[[Any], Awaitable[None]], payload: type
+) -> Callable[[Any], Awaitable[None]]:
+    """`handler`, described to FastStream's AsyncAPI generator as taking `payload`.
+
+    The handlers take raw stream entries (validation is the tagger's own, per entry, so
+    one bad entry cannot fail a batch). With apply_types=False FastStream reads the
+    signature for the document only and never casts the entries to it."""
+
+    async def call(message: Any) -> None:
+        await handler(message)
+
+    param = inspect.Parameter("message", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    call.__signature__ = inspect.Signature([param.replace(annotation=payload)])  # type: ignore[attr-defined]
+    call.__name__ = handler.__name__.lstrip("_")
+    return call
 
 
 async def _raw_parser(msg: Any, _original: Callable[..., Awaitable[Any]]) -> StreamMessage[Any]:
