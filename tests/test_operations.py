@@ -1,15 +1,17 @@
 """Operating a running `tagger run`: /metrics, /health, /ready, JSON logs, `tagger health`."""
 
 import asyncio
+import logging
 import os
 import pty
 import re
+import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -190,20 +192,45 @@ def test_status_shows_a_live_view_and_quits_on_q(
         assert "invalid_json" in once.stdout  # the last dead letter, with its reason
         assert re.search(rf"session-tagger on {settings.input_stream}\s+│\s+0\s+│\s+0", once.stdout)
 
-        # At a terminal it redraws until q is pressed.
-        main_fd, terminal_fd = pty.openpty()
-        live = subprocess.Popen(
-            tagger_cmd("status", "--interval", "0.2"),
-            env={**tagger_env(settings), "COLUMNS": "120"},
-            stdin=terminal_fd,
-            stdout=terminal_fd,
-            stderr=terminal_fd,
-        )
-        os.close(terminal_fd)
-        screen = b""
-        while screen.count(b"active sessions") < 2:  # at least two frames drawn
+        # At a terminal it redraws until q is pressed; Ctrl-C quits cleanly too.
+        at_a_terminal(settings, lambda proc, main_fd: os.write(main_fd, b"q"))
+        at_a_terminal(settings, lambda proc, _fd: proc.send_signal(signal.SIGINT))
+
+
+def at_a_terminal(
+    settings: Settings, press: Callable[[subprocess.Popen[bytes], int], Any]
+) -> bytes:
+    """Run `tagger status` on a new pseudo-terminal until two frames are drawn, then
+    `press`; it must exit 0. Returns what it drew."""
+    main_fd, terminal_fd = pty.openpty()
+    live = subprocess.Popen(
+        tagger_cmd("status", "--interval", "0.2"),
+        env={**tagger_env(settings), "COLUMNS": "120"},
+        stdin=terminal_fd,
+        stdout=terminal_fd,
+        stderr=terminal_fd,
+    )
+    os.close(terminal_fd)
+    screen = b""
+    try:
+        while screen.count(b"active sessions") < 2:
             assert live.poll() is None, screen.decode(errors="replace")
             screen += os.read(main_fd, 65536)
-        os.write(main_fd, b"q")
+        press(live, main_fd)
         assert live.wait(timeout=15) == 0
+    finally:
+        live.kill()
         os.close(main_fd)
+
+
+def test_info_summary_sums_up_the_batches(
+    client: Redis, make_settings: SettingsFactory, monkeypatch: Any, caplog: Any
+) -> None:
+    monkeypatch.setattr("tagger.worker.REPORT_INTERVAL_S", 0.0)  # a summary after each batch
+    settings = make_settings(batch_size=7)
+    publish(client, settings, [event(ts_ms=1_750_000_000_000 + i) for i in range(30)])
+    with caplog.at_level(logging.INFO, logger="tagger"):
+        run_burst(settings, sinks=False)
+    summaries = [r for r in caplog.records if "events tagged in" in r.getMessage()]
+    assert sum(vars(r)["tagged"] for r in summaries) == 30
+    assert all(vars(r)["batches"] >= 1 and vars(r)["mean_tag_ms"] > 0 for r in summaries)
