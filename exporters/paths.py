@@ -36,8 +36,11 @@ def inside(data_dir: Path, relative: Path) -> Path:
 
 
 def make_dirs(path: Path) -> None:
-    """Create path's parents, private to the service (0700)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create path's missing parents, each private to the service (0700). (mkdir's
+    parents=True would give the intermediate ones the default mode.)"""
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
 
 
 def open_private(path: Path, flags: int) -> int:

@@ -10,6 +10,10 @@ SEMVER_PATTERN = r"^\d+\.\d+\.\d+$"
 # accepted: no separators, no leading dot, bounded length.
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 SESSION_ID_PATTERN = r"^sess_[0-9a-f]{16}$"
+# Ids that travel on into logs and file names: printable, one line, bounded.
+SafeId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 
 Modality = Literal["gesture", "audio", "speech", "image", "multimodal"]
 
@@ -23,10 +27,10 @@ class A3CPMessage(BaseModel):
     record_id: UUID4
     user_id: Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
     timestamp: datetime
-    session_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    session_id: SafeId | None = None
     modality: Modality | None = None
-    source: str | None = None
-    performer_id: str | None = None
+    source: SafeId | None = None
+    performer_id: SafeId | None = None
     classifier_output: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
     context: dict[str, Any] | None = None
 

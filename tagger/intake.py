@@ -1,6 +1,8 @@
 """Turns one raw input entry into an event ready to tag, or a dead letter with a reason."""
 
 import hashlib
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,14 @@ MAX_ENTRY_BYTES = 512 * 1024  # A3CP: a log line may be at most 512 KiB
 # that contains one is walked in full. A backslash may hide a marker behind a JSON
 # escape, so it triggers the walk too. (One `in` per probe is ~10x faster than a regex.)
 _MEDIA_PROBES = (b"frame_data", b"audio_payload", b"data:", b"\\")
+# Media sent without a marker: a string holding a run this long of base64 characters
+# (about 1.5 KiB of binary). Only entries longer than the run are walked for it.
+BASE64_RUN = 2048
+_BASE64_RUN = re.compile(rf"[A-Za-z0-9+/]{{{BASE64_RUN},}}")
+_MEDIA_URL_PREFIXES = ("data:image/", "data:audio/", "data:video/")
+# Nesting beyond this is refused: no A3CP event needs it, and every reader downstream
+# (JSONL tools, Parquet's `extra` JSON, browsers) would have to cope with it.
+MAX_DEPTH = 32
 _CONTEXT_PROBES = (b"context_", b"\\")
 _BINARY_AUDIO_FORMATS = {"base64", "bytes"}
 _REASON_BY_FIELD = {
@@ -92,8 +102,22 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
         return Rejected(entry_id, "invalid_json", f"Not valid JSON ({exc}). {_FIX}", raw)
     if not isinstance(event, dict):
         return Rejected(entry_id, "not_object", f"JSON is not an object. {_FIX}", raw)
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and depth(event) > MAX_DEPTH:
+        return Rejected(
+            entry_id, "too_deep", f"JSON is nested deeper than {MAX_DEPTH} levels. {_FIX}", raw
+        )
+    canonical = orjson.dumps(event)
+    if canonical != raw and (key := duplicate_key(raw)) is not None:
+        return Rejected(
+            entry_id,
+            "duplicate_key",
+            f"Key '{key[:64]}' appears twice in one object; readers would disagree on its "
+            f"value. {_FIX}",
+            raw,
+        )
     lowered = raw.lower()
-    if any(p in lowered for p in _MEDIA_PROBES) and (media := find_raw_media(event)):
+    probed = len(raw) > BASE64_RUN or any(p in lowered for p in _MEDIA_PROBES)
+    if probed and (media := find_raw_media(event)):
         return without_bytes(
             entry_id,
             raw,
@@ -146,9 +170,51 @@ def find_raw_media(node: Any) -> str | None:
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
-        elif isinstance(node, str) and node[:11].lower() == "data:image/":
-            return "a data:image URL"
+        elif isinstance(node, str):
+            if node[:5].lower() == "data:" and _is_media_url(node[:128].lower()):
+                return "a data: URL"
+            if len(node) >= BASE64_RUN and _BASE64_RUN.search(node):
+                return f"a run of {BASE64_RUN}+ base64 characters"
     return None
+
+
+def _is_media_url(head: str) -> bool:
+    return head.startswith(_MEDIA_URL_PREFIXES) or ";base64," in head
+
+
+def depth(node: Any) -> int:
+    """How deeply objects and arrays nest (a flat object is 1)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in _children(node))
+    return deepest
+
+
+def _children(node: dict[str, Any] | list[Any]) -> Any:
+    return node.values() if isinstance(node, dict) else node
+
+
+def duplicate_key(raw: bytes) -> str | None:
+    """The first key that appears twice in one object of `raw` (valid JSON), or None.
+    orjson keeps the last value silently; this slower parse sees every pair."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items) and not found:
+            seen: set[str] = set()
+            for key, _value in items:
+                if key in seen:
+                    found.append(key)
+                    break
+                seen.add(key)
+        return obj
+
+    json.loads(raw, object_pairs_hook=pairs)
+    return found[0] if found else None
 
 
 def _is_binary_audio(node: dict[str, Any]) -> bool:

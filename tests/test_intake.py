@@ -49,6 +49,8 @@ BAD = {
     "bad_user_id": event(user_id="../etc"),
     "flat_context": event(context_location="kitchen"),
     "raw_media": event(frame_data="AAAA"),
+    "too_deep": orjson.dumps(event())[:-1] + b',"x":' + b"[" * 40 + b"]" * 40 + b"}",
+    "duplicate_key": orjson.dumps(event(user_id="ana01"))[:-1] + b',"user_id":"ben02"}',
 }
 
 
@@ -71,6 +73,10 @@ def test_each_rule_has_its_reason(reason: str) -> None:
         event(record_id=str(uuid.uuid1())),  # a UUID, but not version 4
         event(timestamp=1750000000),
         event(classifier_output={"unknown": 1.5}),
+        event(session_id="sess\nforged log line"),  # control characters in ids
+        event(performer_id="carer\x00"),
+        event(source="cam\x1b[2J"),
+        event(session_id="s" * 129),
     ],
 )
 def test_more_invalid_spines(bad: dict[str, object]) -> None:
@@ -92,6 +98,52 @@ def test_raw_media_is_refused_and_not_kept(media: dict[str, object]) -> None:
     assert result.reason == "raw_media"
     assert result.data is None
     assert len(result.data_sha256) == 64
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        orjson.dumps(event())[:-1] + b',"x":NaN}',
+        orjson.dumps(event())[:-1] + b',"x":Infinity}',
+        orjson.dumps(event())[:-1] + b',"x":-Infinity}',
+        orjson.dumps(event())[:-1] + b',"note":"caf\xe9"}',  # Latin-1, not UTF-8
+        orjson.dumps(event())[:-1] + b',"note":"\xed\xa0\x80"}',  # a UTF-8 surrogate
+    ],
+)
+def test_json_that_other_readers_would_read_differently_is_refused(raw: bytes) -> None:
+    result = check(raw)
+    assert isinstance(result, Rejected)
+    assert result.reason == "invalid_json"
+
+
+def test_duplicate_keys_are_found_in_nested_objects_and_spaced_json() -> None:
+    nested = b'{"context": {"room": "a", "room": "b"}, ' + orjson.dumps(event())[1:]
+    result = check(nested)
+    assert isinstance(result, Rejected)
+    assert (result.reason, "'room'" in result.detail) == ("duplicate_key", True)
+
+
+def test_nesting_up_to_the_limit_passes() -> None:
+    nested = orjson.dumps(event())[:-1] + b',"x":' + b"[" * 31 + b"]" * 31 + b"}"
+    assert isinstance(check(nested), Accepted)  # 31 arrays inside the event: 32 levels
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        {"notes": "UklGR" + "A" * 4000},  # audio bytes with no marker: a long base64 run
+        {"context": {"clip": "data:audio/wav;base64,UklGRg=="}},
+        {"attachment": "data:application/octet-stream;base64,AAAA"},
+    ],
+)
+def test_unmarked_media_is_refused_and_not_kept(media: dict[str, object]) -> None:
+    result = check(event(**media))
+    assert isinstance(result, Rejected)
+    assert (result.reason, result.data) == ("raw_media", None)
+
+
+def test_long_text_that_is_not_base64_passes() -> None:
+    assert isinstance(check(event(notes="word " * 2000)), Accepted)
 
 
 def test_media_hidden_behind_a_json_escape_is_found() -> None:

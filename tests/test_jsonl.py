@@ -63,8 +63,10 @@ def test_burst_writes_one_file_per_session_in_stream_order(
             e.pop("kind") if e.get("kind") == "message" else e["kind"] for e in expected
         ]
         assert [line["event"] for line in lines] == expected
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    for root in (settings.data_dir / "logs", settings.data_dir / "parquet"):
+        assert root.is_dir()
+        for p in [root, *root.rglob("*")]:  # files private to the service, dirs too
+            assert stat.S_IMODE(p.stat().st_mode) == (0o700 if p.is_dir() else 0o600), p
     closed = [lines for lines in files.values() if lines[-1]["event"].get("kind") == "session.end"]
     assert len(closed) == 2 and all(ls[0]["event"]["kind"] == "session.start" for ls in closed)
     newline_line = next(ln for ls in files.values() for ln in ls if "note" in ln["event"])
