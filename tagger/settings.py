@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         description="AOF fsync policy of the embedded server: always loses nothing on a "
         "crash; everysec is faster and may lose the last second.",
     )
+    retention_s: int = Field(
+        7 * 86_400,
+        ge=0,
+        description="Output, dead-letter and reply streams keep entries this long (the "
+        "output never below what the file sinks still need); input entries go once every "
+        "consumer group has acked them.",
+    )
+    trim_interval_s: float = Field(10.0, gt=0, description="How often streams are trimmed.")
     metrics_host: str = Field(
         "127.0.0.1",
         description="Address of the /metrics, /health and /ready endpoint; 0.0.0.0 "

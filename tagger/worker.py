@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from exporters import file_sinks
+from exporters import SINK_NAMES, file_sinks
 from exporters.runner import SinkRunner, create_group
 from schemas.control import ControlReply, SessionControlRequest
 from schemas.message import A3CPMessage
@@ -34,6 +34,7 @@ from tagger.errors import GroupMissing, WorkerFailed
 from tagger.health import consumer_groups, group_backlog, readiness
 from tagger.keys import Keys
 from tagger.metrics import Metrics
+from tagger.retention import trim_streams
 from tagger.script import SessionScript
 from tagger.settings import Settings
 
@@ -243,6 +244,7 @@ class Worker:
         if self.tagging:
             self._start_task(self._claim_orphans_forever(), self._tasks)
             self._start_task(self._sweep_forever(), self._tasks)
+            self._start_task(self._trim_forever(), self._tasks)
         client = await self.broker.connect()
         for sink in self.sinks:
             runner = SinkRunner(client, self.settings, sink, self.consumer)
@@ -313,6 +315,26 @@ class Worker:
             except _TRANSIENT as exc:
                 log.warning("sweeping idle sessions failed (%s); will retry", exc)
             await self._pause(self.settings.sweep_interval_ms / 1000)
+
+    async def _trim_forever(self) -> None:
+        """Keep the streams from growing without end (see tagger/retention.py)."""
+        client = await self.broker.connect()
+        sink_groups = {self.keys.sink_group(name) for name in SINK_NAMES}
+        while not self._stopping.is_set():
+            await self._pause(self.settings.trim_interval_s)
+            try:
+                removed = await trim_streams(
+                    client,
+                    self.keys,
+                    sink_groups,
+                    self.settings.retention_s * 1000,
+                    int(time.time() * 1000),
+                )
+            except _TRANSIENT as exc:
+                log.warning("trimming streams failed (%s); will retry", exc)
+                continue
+            if any(removed.values()):
+                log.debug("trimmed %s", removed, extra={"trimmed": removed})
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the worker is stopping."""
