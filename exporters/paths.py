@@ -25,6 +25,13 @@ def session_log_path(data_dir: Path, user_id: str, session_id: str) -> Path:
     return inside(data_dir, Path("logs", "users", user_id, "sessions", f"{session_id}.jsonl"))
 
 
+def user_log_dir(data_dir: Path, user_id: str) -> Path:
+    """`<data dir>/logs/users/<user_id>`, checked."""
+    if not _USER_ID.fullmatch(user_id):
+        raise UnsafePath(f"{user_id!r} is not a user id the tagger accepts; check the spelling")
+    return inside(data_dir, Path("logs", "users", user_id))
+
+
 def inside(data_dir: Path, relative: Path) -> Path:
     """data_dir / relative, refused if a symlink or '..' would lead it outside data_dir."""
     root = data_dir.resolve()

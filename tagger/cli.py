@@ -18,7 +18,14 @@ from rich.table import Table
 from exporters import SINK_NAMES
 from tagger.batch import Counts
 from tagger.cli_common import console, fail, load_settings, progress_bar
-from tagger.cli_files import compact_command, dataset, export_command, import_command, replay
+from tagger.cli_files import (
+    compact_command,
+    dataset,
+    erase_command,
+    export_command,
+    import_command,
+    replay,
+)
 from tagger.cli_sessions import sessions
 from tagger.demo import workload
 from tagger.errors import TaggerError
@@ -45,6 +52,7 @@ main.add_command(import_command)
 main.add_command(replay)
 main.add_command(dataset)
 main.add_command(compact_command)
+main.add_command(erase_command)
 
 
 @main.command()

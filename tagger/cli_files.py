@@ -1,4 +1,4 @@
-"""`tagger export`, `import` and `replay`: caregiver bundles of one session."""
+"""File commands: bundles (`export`, `import`, `replay`), `dataset`, `compact`, `erase`."""
 
 import re
 import time
@@ -15,6 +15,7 @@ from exporters.bundle import export_bundle, import_bundle, imported_events, read
 from exporters.compact import compact
 from exporters.dataset import build_dataset
 from tagger.cli_common import console, fail, load_settings, progress_bar
+from tagger.erase import erase_user
 from tagger.errors import TaggerError
 from tagger.keys import Keys
 from tagger.server import redis_url
@@ -161,3 +162,29 @@ def compact_command(date: str | None) -> None:
             f"{line['partition']}: {line['files_before']} files -> "
             f"{1 if line['rows'] else line['files_before']} ({line['rows']} rows)"
         )
+
+
+@click.command("erase")
+@click.option("--user", "user_id", required=True, help="The user whose data goes.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def erase_command(user_id: str, yes: bool, as_json: bool) -> None:
+    """Right to erasure: remove the user's sessions and events from Redis, the JSONL logs
+    and the Parquet files (the file sinks pause meanwhile), and report what went."""
+    settings = load_settings()
+    if not yes:
+        click.confirm(f"Erase every session and event of {user_id!r} for good?", abort=True)
+    try:
+        with redis_url(settings) as url, Redis.from_url(url) as client:
+            report = erase_user(client, Keys.from_settings(settings), settings.data_dir, user_id)
+    except (TaggerError, RedisError, OSError) as exc:
+        fail(f"{exc}. What was removed stays removed; run the same command again to finish.")
+    if as_json:
+        click.echo(orjson.dumps({"user_id": user_id, **report}).decode())
+        return
+    for what, count in report.items():
+        console.print(f"{what.replace('_', ' ')}: {count}")
+    console.print(
+        "Bundles and datasets written outside the data directory are not touched; "
+        "delete copies of them by hand."
+    )

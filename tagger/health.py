@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -35,9 +36,10 @@ async def group_backlog(client: Redis, stream: str, group_name: str) -> tuple[in
     for group in groups:
         if group["name"].decode() == group_name:
             lag = group.get("lag")
-            if lag is None:  # Redis cannot tell after some deletions; compare ids instead
-                info = await client.xinfo_stream(stream)
-                lag = int(info["last-generated-id"] != group["last-delivered-id"])
+            if lag is None:  # Redis cannot count past deleted entries: is anything left?
+                after = b"(" + group["last-delivered-id"]
+                rest: Any = await client.xrange(stream, min=after, max="+", count=1)
+                lag = len(rest)  # 0, or 1 meaning "at least one"
             return int(lag), int(group["pending"])
     raise GroupMissing(
         f"consumer group '{group_name}' does not exist on stream '{stream}'; "
