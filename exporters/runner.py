@@ -2,12 +2,14 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS
 from tagger.keys import Keys
 from tagger.settings import Settings
 
@@ -58,7 +60,29 @@ class SinkRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set (then it writes out what it holds and returns). A failed
-        write propagates: nothing unwritten is acked."""
+        write propagates: nothing unwritten is acked. A lost server connection does not:
+        the runner retries with backoff and, as leader again, takes over its own pending
+        entries (skipping what is already on disk)."""
+        failures = 0
+        while not stop.is_set():
+            connected_at = time.monotonic()
+            try:
+                await self._run_connected(stop)
+                return
+            except TRANSIENT_ERRORS as exc:
+                await self._lose_connection()
+                # Back off while the server stays away; start over after a good spell.
+                failures = 1 if time.monotonic() - connected_at > 30 else failures + 1
+                delay_s = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S)) - 1]
+                log.warning(
+                    "%s sink: server unreachable (%s); retrying in %.1f s",
+                    self.sink.name,
+                    exc,
+                    delay_s,
+                )
+                await asyncio.sleep(delay_s)
+
+    async def _run_connected(self, stop: asyncio.Event) -> None:
         await create_group(self.client, self.keys.output_stream, self.group)
         while not stop.is_set():
             if await self.client.exists(self.keys.sink_pause(self.sink.name)):
@@ -75,6 +99,14 @@ class SinkRunner:
             await self._step()
         if self._leader:
             await self._ack(await asyncio.to_thread(self.sink.flush))
+
+    async def _lose_connection(self) -> None:
+        """Store what the sink holds (the disk is fine; only acking is impossible now) and
+        stop leading: the entries stay pending and the next leader recovers them, skipping
+        what is on disk, so nothing is written twice."""
+        if self._leader:
+            await asyncio.to_thread(self.sink.flush)
+            self._leader = False
 
     async def _step(self) -> None:
         reply: Any = await self.client.xreadgroup(
@@ -104,6 +136,12 @@ class SinkRunner:
                 count=self.batch_size,
             )
             if entries:
+                log.info(
+                    "%s sink: took over %d entries a previous writer left",
+                    self.sink.name,
+                    len(entries),
+                    extra={"sink": self.sink.name, "recovered": len(entries)},
+                )
                 await self._ack(await asyncio.to_thread(self.sink.add, entries, True))
             if start_id == b"0-0":
                 break

@@ -30,7 +30,7 @@ from schemas.wire import DeadLetter, TaggedOutput
 from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
 from tagger.control import handle_request
 from tagger.endpoint import Endpoint, Response
-from tagger.errors import GroupMissing, WorkerFailed
+from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS, GroupMissing, WorkerFailed
 from tagger.health import consumer_groups, group_backlog, readiness
 from tagger.keys import Keys
 from tagger.metrics import Metrics
@@ -39,8 +39,6 @@ from tagger.script import SessionScript
 from tagger.settings import Settings
 
 log = logging.getLogger("tagger")
-_RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
-_TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError)
 SWEEP_CHUNK = 100  # sessions closed per script call, so one call stays short
 STOP_TIMEOUT_S = 30.0
 REPORT_INTERVAL_S = 10.0
@@ -312,7 +310,7 @@ class Worker:
                     self.metrics.swept(closed)
                     if due < SWEEP_CHUNK:
                         break
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("sweeping idle sessions failed (%s); will retry", exc)
             await self._pause(self.settings.sweep_interval_ms / 1000)
 
@@ -330,7 +328,7 @@ class Worker:
                     self.settings.retention_s * 1000,
                     int(time.time() * 1000),
                 )
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("trimming streams failed (%s); will retry", exc)
                 continue
             if any(removed.values()):
@@ -343,13 +341,13 @@ class Worker:
 
     async def _tag_with_retry(self, entries: list[Entry]) -> None:
         assert self._tagger is not None
-        for delay_s in (*_RETRY_DELAYS_S, None):
+        for delay_s in (*RETRY_DELAYS_S, None):
             try:
                 started = time.perf_counter()
                 counts = await self._tagger.tag(entries)
                 self._batch_done(entries, counts, time.perf_counter() - started)
                 return
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 if delay_s is None:
                     # The entries stay pending; the claimer retries them after claim_idle_ms.
                     raise
@@ -376,7 +374,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 await self._claim_orphans()
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("claiming pending entries failed (%s); will retry", exc)
             await self._pause(interval_s)
 
@@ -393,6 +391,12 @@ class Worker:
                 start_id=start_id,
                 count=self.settings.batch_size,
             )
+            if entries:
+                log.info(
+                    "claimed %d entries pending longer than TAGGER_CLAIM_IDLE_MS",
+                    len(entries),
+                    extra={"claimed": len(entries)},
+                )
             if entries and not await self._tag_claimed(client, entries):
                 return  # something older is held elsewhere, or keeps failing: next round
             if start_id == b"0-0":
@@ -447,9 +451,12 @@ class Worker:
         client = await self.broker.connect()
         groups = consumer_groups(self.keys, self.tagging, self.metrics.sink_names)
         while not self._stopping.is_set():
-            if all([await group_backlog(client, s, g) == (0, 0) for s, g in groups]):
-                self.app.exit()
-                return
+            try:
+                if all([await group_backlog(client, s, g) == (0, 0) for s, g in groups]):
+                    self.app.exit()
+                    return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("checking the backlog failed (%s); will retry", exc)
             await self._pause(0.05)
 
 

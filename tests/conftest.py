@@ -55,6 +55,7 @@ def make_settings(server_url: str, tmp_path: Path) -> SettingsFactory:
             "state_prefix": f"{ns}:state",
             "claim_idle_ms": 200,
             "metrics_port": 0,  # several workers at once must not fight over one port
+            "trim_interval_s": 3600,  # tests read the input back; tests/test_retention trims
         }
         values.update(overrides)
         return Settings(**values)

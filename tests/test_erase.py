@@ -40,7 +40,7 @@ def stream_users(client: Redis, stream: str) -> list[Any]:
 def test_erase_removes_one_user_everywhere_and_nobody_else(
     client: Redis, make_settings: SettingsFactory
 ) -> None:
-    settings = make_settings(session_timeout_s=60, trim_interval_s=3600)
+    settings = make_settings(session_timeout_s=60)
     keys = Keys.from_settings(settings)
     ana = [event("ana01", T0 + i * 1000) for i in range(10)] + [event("ana01", T0 + 600_000)]
     ben = [event("ben02", T0 + i * 1000) for i in range(7)]
