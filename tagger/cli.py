@@ -16,6 +16,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from exporters import SINK_NAMES
+from tagger.acl import acl_rules
 from tagger.batch import Counts
 from tagger.cli_common import console, fail, load_settings, progress_bar
 from tagger.cli_files import (
@@ -133,6 +134,15 @@ async def _readiness(
         )
     finally:
         await client.aclose()
+
+
+@main.command()
+@click.option("--user", "acl_user", default="tagger", show_default=True)
+def acl(acl_user: str) -> None:
+    """Print the ACL SETUSER command for a least-privilege tagger user (these settings'
+    streams and keys, the commands the service uses); replace <password>."""
+    rules = " ".join(acl_rules(load_settings()))
+    click.echo(f"ACL SETUSER {acl_user} on ><password> {rules}")
 
 
 @main.command()

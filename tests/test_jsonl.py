@@ -154,3 +154,29 @@ def test_kill_9_of_the_sinks_loses_and_doubles_nothing(
 def lines_on_disk(settings: Settings) -> int:
     root = settings.data_dir / "logs" / "users"
     return sum(p.read_bytes().count(b"\n") for p in root.glob("*/sessions/*.jsonl"))
+
+
+def test_a_failed_write_acks_nothing_and_stops_the_worker(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings()
+    publish(client, settings, [event("ana01", T0 + i * 1000) for i in range(20)])
+    obstacle = settings.data_dir / "logs" / "users" / "ana01"
+    obstacle.parent.mkdir(parents=True)
+    obstacle.write_text("a file where the sink needs a directory")  # every write fails
+    env = tagger_env(settings)
+
+    failed = subprocess.run(
+        tagger_cmd("run", "--burst"), env=env, capture_output=True, text=True, timeout=120
+    )
+    assert failed.returncode == 1
+    assert "nothing unstored was acked" in failed.stderr
+    jsonl_group = next(
+        g for g in client.xinfo_groups(settings.output_stream) if g["name"].endswith(b"-jsonl")
+    )
+    assert jsonl_group["pending"] + jsonl_group["lag"] == client.xlen(settings.output_stream)
+
+    obstacle.unlink()  # the operator fixes the cause and restarts
+    done = subprocess.run(tagger_cmd("run", "--burst"), env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert lines_on_disk(settings) == client.xlen(settings.output_stream)  # 20 and a start

@@ -164,23 +164,3 @@ def test_publish_event_helper(client: Redis, make_settings: SettingsFactory) -> 
     settings = make_settings()
     publish_event(client, settings.input_stream, event())
     assert run_burst(settings).tagged == 1
-
-
-def test_acl_user_and_password_in_the_url(
-    server_url: str, client: Redis, make_settings: SettingsFactory
-) -> None:
-    from urllib.parse import urlsplit
-    from uuid import uuid4
-
-    user, password = f"tagger-{uuid4().hex[:8]}", uuid4().hex
-    client.acl_setuser(
-        user, enabled=True, passwords=[f"+{password}"], keys=["~test:*"], commands=["+@all"]
-    )
-    try:
-        where = urlsplit(server_url)
-        url = f"redis://{user}:{password}@{where.hostname}:{where.port}"
-        settings = make_settings(redis_url=url)
-        publish(client, settings, [event()])
-        assert run_burst(settings).tagged == 1
-    finally:
-        client.acl_deluser(user)

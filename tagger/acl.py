@@ -1,0 +1,44 @@
+"""The least-privilege ACL of a tagger user: only the commands and keys the service uses.
+
+`tagger acl` prints the ACL SETUSER line for the current settings; tests/test_acl.py runs
+every command of the service as such a user, so the list cannot fall behind the code."""
+
+from tagger.keys import Keys
+from tagger.settings import Settings
+
+# Every command the service, its sinks, the script and the CLI send (the script's own
+# calls are checked against the caller's ACL too).
+COMMANDS = (
+    # streams
+    "xadd", "xreadgroup", "xread", "xack", "xgroup|create", "xinfo|groups", "xinfo|stream",
+    "xpending", "xautoclaim", "xrange", "xrevrange", "xlen", "xtrim", "xdel",
+    # session state, registry, dedup marks, sink leases and pauses
+    "hset", "hget", "hmget", "hdel", "hincrby", "hlen", "hgetall",
+    "zadd", "zrange", "zrevrange", "zrangebyscore", "zrevrangebyscore", "zrem",
+    "zremrangebyscore", "zscore", "zcard",
+    "set", "get", "del", "exists", "pexpire", "type",
+    # the session script, loaded once per server start (it reads the server's clock)
+    "eval", "evalsha", "script|load", "time",
+    # transactions (control replies, erasure), connection set-up (redis-py tolerates a
+    # refused CLIENT SETINFO, which Redis 7.0 does not know)
+    "multi", "exec", "ping", "select",
+)  # fmt: skip
+
+
+def key_patterns(settings: Settings) -> list[str]:
+    keys = Keys.from_settings(settings)
+    streams = (
+        keys.input_stream,
+        keys.output_stream,
+        keys.dead_letter_stream,
+        keys.control_stream,
+        keys.control_replies,
+    )
+    return [f"~{s}" for s in streams] + [f"~{settings.state_prefix}:*"]
+
+
+def acl_rules(settings: Settings) -> list[str]:
+    """Rules for ACL SETUSER (after `on` and the password)."""
+    return ["resetkeys", *key_patterns(settings), "resetchannels", "-@all"] + [
+        f"+{c}" for c in COMMANDS
+    ]

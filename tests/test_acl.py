@@ -1,0 +1,86 @@
+"""Every part of the service works as a least-privilege ACL user, and nothing more does."""
+
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+from redis import Redis
+from redis.exceptions import NoPermissionError
+
+from tagger.acl import acl_rules
+from tests.conftest import SettingsFactory, event, tagger_cmd, tagger_env, wait_for
+from tests.test_operations import free_port, get
+
+T0 = 1_750_000_000_000
+
+
+def test_the_whole_service_runs_as_a_least_privilege_user(
+    server_url: str, client: Redis, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    user, password = f"tagger-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    where = urlsplit(server_url)
+    url = f"redis://{user}:{password}@{where.hostname}:{where.port}"
+    settings = make_settings(redis_url=url, trim_interval_s=0.2, session_timeout_s=1)
+    printed = subprocess.run(
+        tagger_cmd("acl", "--user", user), env=tagger_env(settings), capture_output=True, text=True
+    ).stdout.split()
+    assert printed[:5] == ["ACL", "SETUSER", user, "on", "><password>"]
+    assert printed[5:] == acl_rules(settings)  # what `tagger acl` prints is what is tested
+    client.execute_command("ACL", "SETUSER", user, "on", f">{password}", *printed[5:])
+    try:
+        env = tagger_env(settings)
+        port = free_port()
+        worker_env = {**env, "TAGGER_METRICS_PORT": str(port)}
+
+        def tagger(*args: str) -> str:
+            done = subprocess.run(tagger_cmd(*args), env=env, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            assert "NOPERM" not in done.stdout + done.stderr
+            return done.stdout
+
+        source = tmp_path / "events.jsonl"
+        events = [event("ana01", T0 + i * 1000) for i in range(30)]
+        source.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events) + b"{bad\n")
+        log = tmp_path / "worker.log"
+        with log.open("wb") as log_file:
+            worker = subprocess.Popen(tagger_cmd("run"), env=worker_env, stderr=log_file)
+        try:
+            tagger("publish", str(source))
+            wait_for(lambda: client.xlen(settings.output_stream) >= 31)
+            started = tagger("sessions", "start", "--user", "ben02", "--performer", "carer01")
+            assert "started" in started
+            wait_for(lambda: get(port, "/ready")[0] == 200)
+            assert get(port, "/metrics")[0] == 200
+            wait_for(lambda: client.xlen(settings.input_stream) <= 1)  # trimmed
+            time.sleep(1.5)  # the sweeper closes both sessions (1 s timeout)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0
+        assert "NOPERM" not in log.read_text()
+
+        tagger("health")
+        assert "active sessions" in tagger("status", "--once", "--interval", "0.1")
+        listed = orjson.loads(tagger("sessions", "list", "--user", "ana01", "--json"))
+        (session,) = listed
+        tagger("export", session["session_id"], "--out", str(tmp_path / "s.zip"))
+        tagger("compact")
+        erased = orjson.loads(tagger("erase", "--user", "ana01", "--yes", "--json"))
+        assert erased["sessions"] == 1
+
+        limited = Redis.from_url(url)
+        for forbidden in (
+            ("FLUSHALL",),
+            ("KEYS", "*"),
+            ("GET", "someone:else"),
+            ("CONFIG", "GET", "*"),
+        ):
+            with pytest.raises(NoPermissionError):
+                limited.execute_command(*forbidden)
+        limited.close()
+    finally:
+        client.acl_deluser(user)
