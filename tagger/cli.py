@@ -29,7 +29,7 @@ from tagger.cli_files import (
 )
 from tagger.cli_sessions import sessions
 from tagger.demo import workload
-from tagger.errors import TaggerError
+from tagger.errors import TaggerError, server_advice
 from tagger.health import Check, readiness
 from tagger.keys import Keys
 from tagger.logs import configure_logging
@@ -76,6 +76,8 @@ def run(burst: bool, no_sinks: bool, sinks_only: bool) -> None:
             console.print(summary_table(counts, time.perf_counter() - started))
     except TaggerError as exc:
         fail(str(exc))
+    except RedisError as exc:  # at start: once running, the worker rides out a lost server
+        fail(f"cannot use the server {redact(url)} ({exc}); {server_advice(exc)}")
 
 
 @main.command()
@@ -178,7 +180,7 @@ def status(once: bool, interval: float) -> None:
     except KeyboardInterrupt:
         pass
     except RedisError as exc:
-        fail(f"server {redact(url)} does not answer ({exc}); start it or fix TAGGER_REDIS_URL")
+        fail(f"server {redact(url)} does not answer ({exc}); {server_advice(exc)}")
 
 
 @main.command()

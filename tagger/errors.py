@@ -24,3 +24,13 @@ class WorkerFailed(TaggerError):
 # retrying, with these pauses, rather than failing the service.
 TRANSIENT_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError)
 RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def server_advice(exc: Exception) -> str:
+    """What to do when the server cannot be used, for the end of an error message."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return (
+            "the server's certificate is not trusted: name its CA in the URL, "
+            "rediss://host:port?ssl_ca_certs=/path/to/ca.pem"
+        )
+    return "start the server or fix TAGGER_REDIS_URL"

@@ -7,7 +7,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from tagger.errors import GroupMissing
+from tagger.errors import GroupMissing, server_advice
 from tagger.keys import Keys
 
 
@@ -54,7 +54,7 @@ async def readiness(
     try:
         await client.ping()
     except redis_errors.RedisError as exc:
-        return [Check("server", False, f"{exc}; start the server or fix TAGGER_REDIS_URL")]
+        return [Check("server", False, f"{exc}; {server_advice(exc)}")]
     checks = [Check("server", True, "answers PING")]
     sink_groups = {keys.sink_group(s): s for s in sink_names}
     for stream, group in consumer_groups(keys, tagging, sink_names):
