@@ -15,7 +15,7 @@ COMMANDS = (
     # session state, registry, dedup marks, sink leases and pauses
     "hset", "hget", "hmget", "hdel", "hincrby", "hlen", "hgetall",
     "zadd", "zrange", "zrevrange", "zrangebyscore", "zrevrangebyscore", "zrem",
-    "zremrangebyscore", "zscore", "zcard",
+    "zremrangebyscore", "zscore", "zmscore", "zcard",
     "set", "get", "del", "exists", "pexpire", "type",
     # the session script, loaded once per server start (it reads the server's clock)
     "eval", "evalsha", "script|load", "time",

@@ -68,21 +68,22 @@ class BatchTagger:
         for a in accepted:
             events += [a.entry_id, a.user_id, a.record_id, a.ts_ms, a.head]
             events += [a.upstream_session_id, a.modality, a.source]
-        return await self._apply(entries[0][0], len(accepted), events, rejected)
+        return await self._apply(entries, len(accepted), events, rejected)
 
     async def reject(self, entries: Sequence[Entry], reason: str, detail: str) -> Counts:
         """Dead-letter entries as they are (hash and length kept, not the bytes)."""
         rejected = [without_bytes(i, payload_of(f) or b"", reason, detail) for i, f in entries]
-        return await self._apply(entries[0][0], 0, [], rejected)
+        return await self._apply(entries, 0, [], rejected)
 
     async def _apply(
         self,
-        first_id: bytes,
+        entries: Sequence[Entry],
         n_events: int,
         events: list[bytes | str | int],
         rejected: list[Rejected],
     ) -> Counts:
-        args: list[bytes | str | int] = [first_id, n_events, *events]
+        # Entries come in stream order, so the first and last ids bound the batch.
+        args: list[bytes | str | int] = [entries[0][0], entries[-1][0], n_events, *events]
         for r in rejected:
             dead_fields = r.stream_fields()
             args += [r.entry_id, len(dead_fields), *dead_fields]

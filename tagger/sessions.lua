@@ -203,8 +203,57 @@ local function preflight(users)
   return nil
 end
 
+-- redis.call(head..., items[j..j+chunk-1]) for each chunk: one call for many items
+-- instead of one per item (each call costs microseconds of its own); chunks keep unpack
+-- within Lua's stack limit.
+local function bulk(head, items, chunk)
+  for j = 1, #items, chunk do
+    local call = {unpack(head)}
+    for k = j, math.min(j + chunk - 1, #items) do call[#call + 1] = items[k] end
+    redis.call(unpack(call))
+  end
+end
+
+-- Entry ids in [first_id, last_id] still pending in the group. Another consumer (one
+-- that took over while this one stalled) may have finished some of the batch already.
+local function still_pending(first_id, last_id)
+  local pending, start = {}, first_id
+  while true do
+    local page = redis.call('XPENDING', K_INPUT, group, start, last_id, 1000)
+    for _, p in ipairs(page) do pending[p[1]] = true end
+    if #page < 1000 then return pending end
+    start = '(' .. page[#page][1]
+  end
+end
+
+-- The active session of each user (false when none), read in one call.
+local function active_sessions(users)
+  local sessions = {}
+  for j = 1, #users, 1000 do
+    local last = math.min(j + 999, #users)
+    local packed = redis.call('HMGET', K_ACTIVE, unpack(users, j, last))
+    for k = j, last do
+      sessions[users[k]] = packed[k - j + 1] and unpack_state(users[k], packed[k - j + 1])
+    end
+  end
+  return sessions
+end
+
+-- Which record_ids were tagged before (inside the dedup window), read in one call.
+local function already_tagged(record_ids)
+  local known = {}
+  for j = 1, #record_ids, 1000 do
+    local last = math.min(j + 999, #record_ids)
+    local scores = redis.call('ZMSCORE', K_DEDUP, unpack(record_ids, j, last))
+    for k = j, last do
+      if scores[k - j + 1] then known[record_ids[k]] = true end
+    end
+  end
+  return known
+end
+
 local function tag(args)
-  -- args: first entry id of the batch, event count, then per event 8 values:
+  -- args: first and last entry id of the batch, event count, then per event 8 values:
   -- entry_id, user_id, record_id, ts_ms, head, upstream_session_id, modality, source;
   -- then per dead letter: entry_id, field count, field, value, ...
   -- Session boundaries depend on order: a batch never overtakes an older entry that a
@@ -213,35 +262,44 @@ local function tag(args)
   if #older > 0 then
     return {-1, older[1][1]}
   end
-  local n_events = tonumber(args[2])
-  local users = {}
-  for i = 1, n_events do
-    users[i] = args[4 + (i - 1) * 8]
+  local n_events = tonumber(args[3])
+  local users, distinct, record_ids = {}, {}, {}
+  for e = 1, n_events do
+    local user = args[5 + (e - 1) * 8]
+    if users[user] == nil then
+      users[user] = true
+      distinct[#distinct + 1] = user
+    end
+    record_ids[e] = args[6 + (e - 1) * 8]
   end
-  local bad_key = preflight(users)
+  local bad_key = preflight(distinct)
   if bad_key then
     return {-2, bad_key}
   end
   redis.call('ZREMRANGEBYSCORE', K_DEDUP, '-inf', now_ms - dedup_window_ms)
+  local pending = still_pending(args[1], args[2])
+  local known = n_events > 0 and already_tagged(record_ids) or {}
+  local sessions = #distinct > 0 and active_sessions(distinct) or {}
+  local acked, fresh = {}, {}  -- entry ids to ack; score/record_id pairs for dedup
   local tagged, duplicates, dead_count, opened, already_acked = 0, 0, 0, 0, 0
   local closed, closed_max_duration, late, upstream_mismatch = 0, 0, 0, 0
-  local sessions = {}  -- user -> active session state, or false when none
-  local i = 3
+  local i = 4
   for _ = 1, n_events do
     local entry_id, user, record_id = args[i], args[i + 1], args[i + 2]
     local ts, head, upstream = tonumber(args[i + 3]), args[i + 4], args[i + 5]
     local modality, source = args[i + 6], args[i + 7]
     i = i + 8
-    -- XACK answers 0 when another consumer already finished this entry: skip it.
-    if redis.call('XACK', K_INPUT, group, entry_id) == 0 then
-      already_acked = already_acked + 1
-    elseif redis.call('ZADD', K_DEDUP, 'NX', now_ms, record_id) == 0 then
+    if not pending[entry_id] then
+      already_acked = already_acked + 1  -- another consumer finished it: skip it
+    elseif known[record_id] then
+      acked[#acked + 1] = entry_id
       duplicates = duplicates + 1
     else
+      acked[#acked + 1] = entry_id
+      known[record_id] = true
+      fresh[#fresh + 1] = now_ms
+      fresh[#fresh + 1] = record_id
       local s = sessions[user]
-      if s == nil then
-        s = active_session(user) or false
-      end
       local latest_start = s and s.start or nil
       if not s then
         local newest = redis.call('ZREVRANGE', user_prefix .. user, 0, 0, 'WITHSCORES')
@@ -298,22 +356,31 @@ local function tag(args)
 
   while i <= #args do
     local entry_id, n_fields = args[i], tonumber(args[i + 1])
-    if redis.call('XACK', K_INPUT, group, entry_id) == 0 then
+    if not pending[entry_id] then
       already_acked = already_acked + 1
     else
+      acked[#acked + 1] = entry_id
       redis.call('XADD', K_DEAD, '*', unpack(args, i + 2, i + 1 + n_fields))
       dead_count = dead_count + 1
     end
     i = i + 2 + n_fields
   end
 
-  for user, s in pairs(sessions) do
+  bulk({'XACK', K_INPUT, group}, acked, 1000)
+  bulk({'ZADD', K_DEDUP}, fresh, 2000)
+  local states, deadlines = {}, {}
+  for _, user in ipairs(distinct) do
+    local s = sessions[user]
     if s then
       flush_counts(s)
-      redis.call('HSET', K_ACTIVE, user, pack(s))
-      redis.call('ZADD', K_DEADLINES, now_ms + timeout_ms, s.sid)
+      states[#states + 1] = user
+      states[#states + 1] = pack(s)
+      deadlines[#deadlines + 1] = now_ms + timeout_ms
+      deadlines[#deadlines + 1] = s.sid
     end
   end
+  bulk({'HSET', K_ACTIVE}, states, 2000)
+  bulk({'ZADD', K_DEADLINES}, deadlines, 2000)
   return {tagged, duplicates, dead_count, opened, already_acked, closed, late,
           upstream_mismatch, closed_max_duration}
 end

@@ -43,15 +43,17 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     }
     args = [arg for name, value in options.items() for arg in (f"--{name}", value)]
     server = subprocess.Popen([REDIS_SERVER, *args], stdout=subprocess.DEVNULL)
-    client = Redis.from_url(f"rediss://127.0.0.1:{port}", ssl_ca_certs=str(tmp_path / "ca.pem"))
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except RedisError:
-            assert time.monotonic() < deadline, "the TLS server did not start"
-            time.sleep(0.05)
+    with Redis.from_url(
+        f"rediss://127.0.0.1:{port}", ssl_ca_certs=str(tmp_path / "ca.pem")
+    ) as client:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except RedisError:
+                assert time.monotonic() < deadline, "the TLS server did not start"
+                time.sleep(0.05)
     yield port, tmp_path / "ca.pem"
     server.terminate()
     server.wait()
@@ -70,8 +72,8 @@ def test_rediss_with_the_servers_ca_works_end_to_end(
     for args in (("publish", str(source)), ("run", "--burst"), ("health",)):
         done = subprocess.run(tagger_cmd(*args), env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-    client = Redis.from_url(f"rediss://127.0.0.1:{port}", ssl_ca_certs=str(ca))
-    assert client.xlen(settings.output_stream) == 6  # a session.start and the 5 events
+    with Redis.from_url(f"rediss://127.0.0.1:{port}", ssl_ca_certs=str(ca)) as client:
+        assert client.xlen(settings.output_stream) == 6  # a session.start and the 5 events
 
 
 @pytest.mark.parametrize("command", [("health",), ("run", "--burst")])

@@ -1,0 +1,32 @@
+"""The benchmarks run (tiny versions): CI checks they work, not how fast anything is."""
+
+import subprocess
+import sys
+
+import orjson
+
+
+def bench(*args: str) -> list[dict[str, object]]:
+    done = subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [orjson.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_throughput_bench_prints_rounds_and_a_median() -> None:
+    lines = bench("bench.throughput", "--events", "3000", "--users", "50", "--rounds", "2")
+    rounds, (summary,) = lines[:-1], lines[-1:]
+    assert len(rounds) == 2 and all(r["plain_msg_s"] and r["tagger_msg_s"] for r in rounds)
+    assert summary["median_ratio"]
+
+
+def test_latency_bench_prints_percentiles() -> None:
+    (line,) = bench("bench.latency", "--rate", "200", "--seconds", "3")
+    assert line["arrived"] == line["measured"] > 0
+    assert 0 < line["p50_ms"] <= line["p99_ms"] <= line["max_ms"]
+
+
+def test_memory_bench_prints_growth() -> None:
+    (line,) = bench("bench.memory", "--events", "20000", "--users", "20")
+    assert line["rss_mb_at_end"] > 0 and "growth_pct" in line
