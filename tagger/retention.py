@@ -33,10 +33,11 @@ async def oldest_needed(client: Redis, stream: str, only: set[str] | None = None
             continue
         if group["pending"]:
             summary: Any = await client.xpending(stream, name)
-            needed.append(summary["min"])
-        else:
-            # Everything up to last-delivered-id is acked; MINID keeps that one entry.
-            needed.append(group["last-delivered-id"])
+            if summary["min"] is not None:  # None: all acked since XINFO GROUPS read
+                needed.append(summary["min"])
+                continue
+        # Everything up to last-delivered-id is acked; MINID keeps that one entry.
+        needed.append(group["last-delivered-id"])
     return min(needed, key=_id_key) if needed else None
 
 
