@@ -56,7 +56,9 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
     env |= {"TAGGER_REDIS_URL": url, "TAGGER_DATA_DIR": str(workdir / "data")}
     env |= {"TAGGER_METRICS_PORT": "0", "TAGGER_TRIM_INTERVAL_S": "5"}
-    worker = subprocess.Popen([sys.executable, "-m", "tagger", "run"], env=env)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tagger", "run"], env=env, stdout=subprocess.DEVNULL
+    )
     client = Redis.from_url(url)
     rng = random.Random(1)
     per_user = -(-args.events // args.users)
