@@ -18,7 +18,7 @@ from rich.table import Table
 from exporters import SINK_NAMES
 from tagger.acl import acl_rules
 from tagger.batch import Counts
-from tagger.cli_common import console, fail, load_settings, progress_bar
+from tagger.cli_common import console, fail, load_settings, progress_bar, running_server_url
 from tagger.cli_files import (
     compact_command,
     dataset,
@@ -34,7 +34,7 @@ from tagger.health import Check, readiness
 from tagger.keys import Keys
 from tagger.logs import configure_logging
 from tagger.publish import jsonl_lines, publish_raw
-from tagger.server import EmbeddedValkey, redact, redis_url
+from tagger.server import redact, redis_url
 from tagger.settings import Settings
 from tagger.status import live_view, render, snapshot
 from tagger.worker import Worker
@@ -104,12 +104,7 @@ def health(no_sinks: bool, sinks_only: bool) -> None:
     """Exit 0 when the server answers, the consumer groups exist and the file sinks keep
     up (the checks of a worker's /ready), else 1 with what failed and what to do."""
     settings = load_settings()
-    url = settings.redis_url or EmbeddedValkey(settings.data_dir).running_url()
-    if url is None:
-        fail(
-            f"no embedded Valkey server is running for {settings.data_dir.resolve()}; "
-            "start `tagger run`, or set TAGGER_REDIS_URL to the server to check"
-        )
+    url = running_server_url(settings)
     sink_names = [] if no_sinks else list(SINK_NAMES)
     checks = asyncio.run(_readiness(url, settings, not sinks_only, sink_names))
     failed = [c for c in checks if not c.ok]
@@ -154,12 +149,7 @@ def status(once: bool, interval: float) -> None:
     """Live view of throughput, lag, active sessions and the last dead letters; q or
     Ctrl-C quits."""
     settings = load_settings()
-    url = settings.redis_url or EmbeddedValkey(settings.data_dir).running_url()
-    if url is None:
-        fail(
-            f"no embedded Valkey server is running for {settings.data_dir.resolve()}; "
-            "start `tagger run`, or set TAGGER_REDIS_URL to the server to watch"
-        )
+    url = running_server_url(settings)
     keys = Keys.from_settings(settings)
 
     async def watch() -> None:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tagger.logs import configure_logging
+from tagger.server import EmbeddedValkey
 from tagger.settings import Settings
 
 console = Console()
@@ -43,3 +44,15 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
+
+
+def running_server_url(settings: Settings) -> str:
+    """The server to look at: TAGGER_REDIS_URL, or the embedded one if it runs (a command
+    that only looks must not start an empty server)."""
+    url = settings.redis_url or EmbeddedValkey(settings.data_dir).running_url()
+    if url is None:
+        fail(
+            f"no embedded Valkey server is running for {settings.data_dir.resolve()}; "
+            "start `tagger run`, or set TAGGER_REDIS_URL to the server to look at"
+        )
+    return url

@@ -226,28 +226,30 @@ local function still_pending(first_id, last_id)
   end
 end
 
+-- redis.call(command, key, items...) in chunks that fit unpack; one reply per item.
+local function per_item(command, key, items)
+  local replies = {}
+  for j = 1, #items, 1000 do
+    local part = redis.call(command, key, unpack(items, j, math.min(j + 999, #items)))
+    for k = 1, #part do replies[#replies + 1] = part[k] end
+  end
+  return replies
+end
+
 -- The active session of each user (false when none), read in one call.
 local function active_sessions(users)
-  local sessions = {}
-  for j = 1, #users, 1000 do
-    local last = math.min(j + 999, #users)
-    local packed = redis.call('HMGET', K_ACTIVE, unpack(users, j, last))
-    for k = j, last do
-      sessions[users[k]] = packed[k - j + 1] and unpack_state(users[k], packed[k - j + 1])
-    end
+  local sessions, packed = {}, per_item('HMGET', K_ACTIVE, users)
+  for k, user in ipairs(users) do
+    sessions[user] = packed[k] and unpack_state(user, packed[k])
   end
   return sessions
 end
 
 -- Which record_ids were tagged before (inside the dedup window), read in one call.
 local function already_tagged(record_ids)
-  local known = {}
-  for j = 1, #record_ids, 1000 do
-    local last = math.min(j + 999, #record_ids)
-    local scores = redis.call('ZMSCORE', K_DEDUP, unpack(record_ids, j, last))
-    for k = j, last do
-      if scores[k - j + 1] then known[record_ids[k]] = true end
-    end
+  local known, scores = {}, per_item('ZMSCORE', K_DEDUP, record_ids)
+  for k, record_id in ipairs(record_ids) do
+    if scores[k] then known[record_id] = true end
   end
   return known
 end
