@@ -34,6 +34,7 @@ from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS, GroupMissing, Worker
 from tagger.health import consumer_groups, group_backlog, readiness
 from tagger.keys import Keys
 from tagger.metrics import Metrics
+from tagger.report import BatchReport, count_fields
 from tagger.retention import trim_streams
 from tagger.script import SessionScript
 from tagger.settings import Settings
@@ -41,7 +42,6 @@ from tagger.settings import Settings
 log = logging.getLogger("tagger")
 SWEEP_CHUNK = 100  # sessions closed per script call, so one call stays short
 STOP_TIMEOUT_S = 30.0
-REPORT_INTERVAL_S = 10.0
 
 
 async def ensure_group(client: Redis, keys: Keys) -> None:
@@ -96,7 +96,7 @@ class Worker:
             }
         )
         self.endpoint_port: int | None = None
-        self._report = _Report()
+        self._report = BatchReport()
         self._tagger: BatchTagger | None = None
         self._script: SessionScript | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -365,9 +365,13 @@ class Worker:
             counts.dead,
             counts.duplicates,
             seconds * 1000,
-            extra={"batch": len(entries), "tag_ms": round(seconds * 1000, 2), **_fields(counts)},
+            extra={
+                "batch": len(entries),
+                "tag_ms": round(seconds * 1000, 2),
+                **count_fields(counts),
+            },
         )
-        self._report.add(counts, len(entries), seconds)
+        self._report.add(counts, seconds)
 
     async def _claim_orphans_forever(self) -> None:
         interval_s = min(max(self.settings.claim_idle_ms / 2000, 0.05), 5.0)
@@ -484,47 +488,3 @@ async def _raw_parser(msg: Any, _original: Callable[..., Awaitable[Any]]) -> Str
 
 async def _raw_decoder(msg: StreamMessage[Any], _original: Callable[..., Awaitable[Any]]) -> Any:
     return msg.raw_message
-
-
-def _fields(counts: Counts) -> dict[str, int]:
-    return {f.name: getattr(counts, f.name) for f in dataclasses.fields(counts)[:-1]}
-
-
-class _Report:
-    """Adds batches up and logs what they did, at most once per REPORT_INTERVAL_S."""
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._since = time.monotonic()
-        self._counts = Counts()
-        self._batches = 0
-        self._tag_s = 0.0
-
-    def add(self, counts: Counts, size: int, seconds: float) -> None:
-        self._counts.add(counts)
-        self._batches += 1
-        self._tag_s += seconds
-        elapsed_s = time.monotonic() - self._since
-        if elapsed_s < REPORT_INTERVAL_S:
-            return
-        c = self._counts
-        log.info(
-            "%d events tagged in %.0f s (%.0f/s), %d dead letters, %d sessions opened; "
-            "%d batches, %.1f ms each on average",
-            c.tagged,
-            elapsed_s,
-            c.tagged / elapsed_s,
-            c.dead,
-            c.opened,
-            self._batches,
-            self._tag_s / self._batches * 1000,
-            extra={
-                "interval_s": round(elapsed_s, 3),
-                "batches": self._batches,
-                "mean_tag_ms": round(self._tag_s / self._batches * 1000, 2),
-                **_fields(c),
-            },
-        )
-        self._reset()

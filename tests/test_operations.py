@@ -226,7 +226,7 @@ def at_a_terminal(
 def test_info_summary_sums_up_the_batches(
     client: Redis, make_settings: SettingsFactory, monkeypatch: Any, caplog: Any
 ) -> None:
-    monkeypatch.setattr("tagger.worker.REPORT_INTERVAL_S", 0.0)  # a summary after each batch
+    monkeypatch.setattr("tagger.report.REPORT_INTERVAL_S", 0.0)  # a summary after each batch
     settings = make_settings(batch_size=7)
     publish(client, settings, [event(ts_ms=1_750_000_000_000 + i) for i in range(30)])
     with caplog.at_level(logging.INFO, logger="tagger"):
