@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import itertools
 import logging
 import os
 import socket
@@ -42,6 +43,7 @@ from tagger.settings import Settings
 log = logging.getLogger("tagger")
 SWEEP_CHUNK = 100  # sessions closed per script call, so one call stays short
 STOP_TIMEOUT_S = 30.0
+STARTUP_WAIT_S = 20.0
 
 
 async def ensure_group(client: Redis, keys: Keys) -> None:
@@ -189,7 +191,7 @@ class Worker:
         return self.counts
 
     async def _prepare(self) -> None:
-        client = await self.broker.connect()
+        client = await self._connect_at_start()
         await ensure_group(client, self.keys)
         for sink in self.sinks:
             await create_group(client, self.keys.output_stream, self.keys.sink_group(sink.name))
@@ -197,6 +199,24 @@ class Worker:
         self._tagger = BatchTagger(self._script)
         self.counts = self._tagger.counts
         await self._start_endpoint()
+
+    async def _connect_at_start(self) -> Redis:
+        """A server that is restarting is waited for (up to STARTUP_WAIT_S): a supervisor
+        may well restart a worker in the middle of a server restart. One that refuses our
+        certificate check will not come good by waiting, so that fails at once."""
+        deadline = time.monotonic() + STARTUP_WAIT_S
+        delays = itertools.chain(RETRY_DELAYS_S, itertools.repeat(RETRY_DELAYS_S[-1]))
+        while True:
+            try:
+                client: Redis = await self.broker.connect()
+                await client.ping()  # connect() alone does not reach the server
+                return client
+            except TRANSIENT_ERRORS as exc:
+                delay_s = next(delays)
+                if "CERTIFICATE" in str(exc) or time.monotonic() + delay_s > deadline:
+                    raise
+                log.warning("server unreachable at start (%s); retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
 
     async def _start_endpoint(self) -> None:
         host, port = self.settings.metrics_host, self.settings.metrics_port

