@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import itertools
 import logging
 import os
@@ -15,7 +14,6 @@ from typing import Any
 
 import orjson
 from faststream import AckPolicy, FastStream
-from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from faststream.specification import AsyncAPI
@@ -35,6 +33,7 @@ from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS, GroupMissing, Worker
 from tagger.health import consumer_groups, group_backlog, readiness
 from tagger.keys import Keys
 from tagger.metrics import Metrics
+from tagger.raw import documented_as, raw_decoder, raw_parser
 from tagger.report import BatchReport, count_fields
 from tagger.retention import trim_streams
 from tagger.script import SessionScript
@@ -81,7 +80,7 @@ class Worker:
             log_level=logging.DEBUG,
             graceful_timeout=30.0,
             middlewares=[RedisPrometheusMiddleware(registry=self.metrics.registry)],
-            apply_types=False,  # handlers get raw entries; see _documented_as
+            apply_types=False,  # handlers get raw entries; see tagger/raw.py
         )
         spec = AsyncAPI(
             self.broker,
@@ -116,7 +115,7 @@ class Worker:
         k = self.keys
         self._raw_subscriber(
             k.input_stream,
-            _documented_as(self._handle, A3CPMessage),
+            documented_as(self._handle, A3CPMessage),
             batch=True,
             max_records=self.settings.batch_size,
             title=k.input_stream,
@@ -125,7 +124,7 @@ class Worker:
         )
         self._raw_subscriber(
             k.control_stream,
-            _documented_as(self._handle_control, SessionControlRequest),
+            documented_as(self._handle_control, SessionControlRequest),
             title=k.control_stream,
             description="Explicit session start/end requests, JSON in field `data`; "
             f"each is answered on {k.control_replies}.",
@@ -172,8 +171,8 @@ class Worker:
         # FastStream from acking, and the raw parser skips its JSON re-encoding.
         self.broker.subscriber(
             stream=stream,
-            parser=_raw_parser,
-            decoder=_raw_decoder,
+            parser=raw_parser,
+            decoder=raw_decoder,
             ack_policy=AckPolicy.MANUAL,
             title=title,
             description=description,
@@ -482,29 +481,3 @@ class Worker:
             except TRANSIENT_ERRORS as exc:
                 log.warning("checking the backlog failed (%s); will retry", exc)
             await self._pause(0.05)
-
-
-def _documented_as(
-    handler: Callable[[Any], Awaitable[None]], payload: type
-) -> Callable[[Any], Awaitable[None]]:
-    """`handler`, described to FastStream's AsyncAPI generator as taking `payload`.
-
-    The handlers take raw stream entries (validation is the tagger's own, per entry, so
-    one bad entry cannot fail a batch). With apply_types=False FastStream reads the
-    signature for the document only and never casts the entries to it."""
-
-    async def call(message: Any) -> None:
-        await handler(message)
-
-    param = inspect.Parameter("message", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    call.__signature__ = inspect.Signature([param.replace(annotation=payload)])  # type: ignore[attr-defined]
-    call.__name__ = handler.__name__.lstrip("_")
-    return call
-
-
-async def _raw_parser(msg: Any, _original: Callable[..., Awaitable[Any]]) -> StreamMessage[Any]:
-    return StreamMessage(raw_message=msg, body=b"", headers={}, path={}, message_id="")
-
-
-async def _raw_decoder(msg: StreamMessage[Any], _original: Callable[..., Awaitable[Any]]) -> Any:
-    return msg.raw_message
