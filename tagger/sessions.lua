@@ -205,13 +205,19 @@ end
 
 -- redis.call(head..., items[j..j+chunk-1]) for each chunk: one call for many items
 -- instead of one per item (each call costs microseconds of its own); chunks keep unpack
--- within Lua's stack limit.
+-- within Lua's stack limit. Array replies (HMGET, ZMSCORE) come back concatenated, one
+-- per item.
 local function bulk(head, items, chunk)
+  local replies = {}
   for j = 1, #items, chunk do
     local call = {unpack(head)}
     for k = j, math.min(j + chunk - 1, #items) do call[#call + 1] = items[k] end
-    redis.call(unpack(call))
+    local part = redis.call(unpack(call))
+    if type(part) == 'table' then
+      for k = 1, #part do replies[#replies + 1] = part[k] end
+    end
   end
+  return replies
 end
 
 -- Entry ids in [first_id, last_id] still pending in the group. Another consumer (one
@@ -226,19 +232,9 @@ local function still_pending(first_id, last_id)
   end
 end
 
--- redis.call(command, key, items...) in chunks that fit unpack; one reply per item.
-local function per_item(command, key, items)
-  local replies = {}
-  for j = 1, #items, 1000 do
-    local part = redis.call(command, key, unpack(items, j, math.min(j + 999, #items)))
-    for k = 1, #part do replies[#replies + 1] = part[k] end
-  end
-  return replies
-end
-
 -- The active session of each user (false when none), read in one call.
 local function active_sessions(users)
-  local sessions, packed = {}, per_item('HMGET', K_ACTIVE, users)
+  local sessions, packed = {}, bulk({'HMGET', K_ACTIVE}, users, 1000)
   for k, user in ipairs(users) do
     sessions[user] = packed[k] and unpack_state(user, packed[k])
   end
@@ -247,7 +243,7 @@ end
 
 -- Which record_ids were tagged before (inside the dedup window), read in one call.
 local function already_tagged(record_ids)
-  local known, scores = {}, per_item('ZMSCORE', K_DEDUP, record_ids)
+  local known, scores = {}, bulk({'ZMSCORE', K_DEDUP}, record_ids, 1000)
   for k, record_id in ipairs(record_ids) do
     if scores[k] then known[record_id] = true end
   end
