@@ -1,11 +1,8 @@
 """`tagger compact`: merge a partition's part files into one, atomically for readers."""
 
-import contextlib
 import ctypes
 import os
 import shutil
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +10,16 @@ from redis import Redis
 
 from exporters.parquet import PART_NAME, write_atomically
 from exporters.paths import fsync_dir, inside
-from exporters.runner import RELEASE_LUA
+from exporters.runner import sinks_paused
 from tagger.errors import TaggerError
 from tagger.keys import Keys
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
-PAUSE_MS = 300_000
-WAIT_FOR_SINK_S = 30.0
 
 
 class CompactError(TaggerError):
     """Compaction could not start or finish."""
-
-
-class SinksBusy(TaggerError):
-    """The running file sinks did not pause in time."""
 
 
 def swap_dirs(a: Path, b: Path) -> None:
@@ -81,27 +72,3 @@ def compact(client: Redis, keys: Keys, data_dir: Path, date: str | None) -> list
                 {"partition": str(partition.relative_to(root)), "files_before": files, "rows": rows}
             )
         return report
-
-
-@contextlib.contextmanager
-def sinks_paused(client: Redis, keys: Keys, sinks: list[str], holder: str) -> Iterator[None]:
-    """Hold the files of `sinks` still: the running sinks store what they hold, give up
-    their lease and write nothing until the block ends (or PAUSE_MS passes)."""
-    held = []
-    try:
-        for sink in sinks:
-            client.set(keys.sink_pause(sink), holder, px=PAUSE_MS)
-            held.append(sink)
-            deadline = time.monotonic() + WAIT_FOR_SINK_S
-            while not client.set(keys.sink_lease(sink), holder, nx=True, px=PAUSE_MS):
-                if time.monotonic() > deadline:
-                    raise SinksBusy(
-                        f"the {sink} sink did not pause within {WAIT_FOR_SINK_S:.0f} s; check "
-                        f"that `tagger run` is healthy (or stop it) and run `tagger {holder}` again"
-                    )
-                time.sleep(0.1)
-        yield
-    finally:
-        for sink in held:
-            client.eval(RELEASE_LUA, 1, keys.sink_lease(sink), holder)
-            client.delete(keys.sink_pause(sink))

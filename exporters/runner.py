@@ -1,19 +1,23 @@
 """Runs a file sink on the tagged stream: its own group, one writer at a time, ack after fsync."""
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS
+from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS, TaggerError
 from tagger.keys import Keys
 from tagger.settings import Settings
 
 log = logging.getLogger("tagger.sink")
+PAUSE_MS = 300_000  # a pause (compact, erase) lapses by itself if its holder dies
+WAIT_FOR_SINK_S = 30.0
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 # Take the lease if free, or extend it if it is ours.
@@ -170,3 +174,31 @@ async def create_group(client: Redis, stream: str, group: str) -> None:
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+class SinksBusy(TaggerError):
+    """The running file sinks did not pause in time."""
+
+
+@contextlib.contextmanager
+def sinks_paused(client: SyncRedis, keys: Keys, sinks: list[str], holder: str) -> Iterator[None]:
+    """Hold the files of `sinks` still: the running sinks store what they hold, give up
+    their lease and write nothing until the block ends (or PAUSE_MS passes)."""
+    held = []
+    try:
+        for sink in sinks:
+            client.set(keys.sink_pause(sink), holder, px=PAUSE_MS)
+            held.append(sink)
+            deadline = time.monotonic() + WAIT_FOR_SINK_S
+            while not client.set(keys.sink_lease(sink), holder, nx=True, px=PAUSE_MS):
+                if time.monotonic() > deadline:
+                    raise SinksBusy(
+                        f"the {sink} sink did not pause within {WAIT_FOR_SINK_S:.0f} s; check "
+                        f"that `tagger run` is healthy (or stop it) and run `tagger {holder}` again"
+                    )
+                time.sleep(0.1)
+        yield
+    finally:
+        for sink in held:
+            client.eval(RELEASE_LUA, 1, keys.sink_lease(sink), holder)
+            client.delete(keys.sink_pause(sink))

@@ -12,9 +12,9 @@ import orjson
 from redis import Redis
 
 from exporters import SINK_NAMES
-from exporters.compact import sinks_paused
 from exporters.erase import erase_files
 from exporters.paths import user_log_dir
+from exporters.runner import sinks_paused
 from tagger.intake import payload_of
 from tagger.keys import Keys
 
