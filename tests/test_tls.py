@@ -12,8 +12,7 @@ import trustme
 from redis import Redis
 from redis.exceptions import RedisError
 
-from tests.conftest import SettingsFactory, event, tagger_cmd, tagger_env
-from tests.test_operations import free_port
+from tests.conftest import SettingsFactory, event, free_port, tagger_cmd, tagger_env
 
 REDIS_SERVER = shutil.which("redis-server")
 
