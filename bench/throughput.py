@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 from redis import Redis
 
+from tagger.connect import sync_client
 from tagger.demo import user_timeline
 from tagger.server import EmbeddedValkey
 from tagger.settings import Settings
@@ -86,7 +87,7 @@ def main() -> None:
     if not url:
         server = EmbeddedValkey(Path(tempfile.mkdtemp()), appendfsync="everysec")
         url = server.start()
-    client = Redis.from_url(url)
+    client = sync_client(url)
     payloads = backlog(args.events, args.users)
     ratios = []
     try:

@@ -9,6 +9,7 @@ __all__ = ["SINK_NAMES", "JsonlSink", "ParquetSink", "Sink", "file_sinks"]
 SINK_NAMES = (JsonlSink.name, ParquetSink.name)
 
 
-def file_sinks(settings: Settings) -> list[Sink]:
-    """The sinks `tagger run` runs by default."""
-    return [JsonlSink(settings.data_dir), ParquetSink(settings.data_dir)]
+def file_sinks(settings: Settings, partition: int = 0) -> list[Sink]:
+    """The sinks `tagger run` runs by default, for the output stream of one partition."""
+    label = f"p{partition}" if settings.hash_tagged else ""
+    return [JsonlSink(settings.data_dir), ParquetSink(settings.data_dir, label=label)]

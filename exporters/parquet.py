@@ -13,7 +13,9 @@ from exporters.paths import fsync_dir, inside, make_dirs, open_private
 from tagger.times import parse_time
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-PART_NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)-(\d+)\.parquet$")
+# part-<first stream id>-<last stream id>[-p<partition>].parquet: the ids are the sink's
+# progress marker (per partition: each partition's output stream numbers its own ids).
+PART_NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)-(\d+)(-p\d+)?\.parquet$")
 SPINE = (
     "record_id",
     "user_id",
@@ -123,8 +125,15 @@ class ParquetSink:
 
     name = "parquet"
 
-    def __init__(self, data_dir: Path, roll_rows: int = 50_000, roll_age_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        roll_rows: int = 50_000,
+        roll_age_s: float = 60.0,
+        label: str = "",
+    ) -> None:
         self.root = inside(data_dir, Path("parquet"))
+        self.suffix = f"-{label}" if label else ""  # which partition's stream the ids count
         self.roll_rows, self.roll_age_s = roll_rows, roll_age_s
         self._rows: dict[str, list[dict[str, Any]]] = {}  # partition dir -> rows
         self._ids: list[bytes] = []
@@ -159,14 +168,14 @@ class ParquetSink:
 
         schema = session_schema() if part == "sessions" else event_schema()
         first, last = rows[0]["stream_id"], rows[-1]["stream_id"]
-        final = self.root / part / f"part-{first}-{last}.parquet"
+        final = self.root / part / f"part-{first}-{last}{self.suffix}.parquet"
         write_atomically(final, pa.Table.from_pylist(rows, schema=schema))
 
     def _written_up_to(self) -> dict[str, tuple[int, int]]:
         """Per partition, the last stream id already in a part file (from file names)."""
         latest: dict[str, tuple[int, int]] = {}
         for path in self.root.glob("**/part-*.parquet"):
-            if match := PART_NAME.match(path.name):
+            if (match := PART_NAME.match(path.name)) and (match[5] or "") == self.suffix:
                 part = str(path.parent.relative_to(self.root))
                 end = (int(match[3]), int(match[4]))
                 latest[part] = max(latest.get(part, end), end)

@@ -49,10 +49,12 @@ class Sink(Protocol):
 class SinkRunner:
     """Reads the output stream for one sink and acks only what the sink made durable."""
 
-    def __init__(self, client: Redis, settings: Settings, sink: Sink, consumer: str) -> None:
+    def __init__(
+        self, client: Redis, settings: Settings, keys: Keys, sink: Sink, consumer: str
+    ) -> None:
         self.client = client
         self.sink = sink
-        self.keys = Keys.from_settings(settings)
+        self.keys = keys  # of the partition whose output stream this runner stores
         self.group = self.keys.sink_group(sink.name)
         self.consumer = consumer
         self.batch_size = settings.batch_size
@@ -181,14 +183,17 @@ class SinksBusy(TaggerError):
 
 
 @contextlib.contextmanager
-def sinks_paused(client: SyncRedis, keys: Keys, sinks: list[str], holder: str) -> Iterator[None]:
-    """Hold the files of `sinks` still: the running sinks store what they hold, give up
-    their lease and write nothing until the block ends (or PAUSE_MS passes)."""
-    held = []
+def sinks_paused(
+    client: SyncRedis, partitions: list[Keys], sinks: list[str], holder: str
+) -> Iterator[None]:
+    """Hold the files of `sinks` still, in every partition: the running sinks store what
+    they hold, give up their lease and write nothing until the block ends (or PAUSE_MS
+    passes)."""
+    held: list[tuple[Keys, str]] = []
     try:
-        for sink in sinks:
+        for keys, sink in ((k, s) for k in partitions for s in sinks):
             client.set(keys.sink_pause(sink), holder, px=PAUSE_MS)
-            held.append(sink)
+            held.append((keys, sink))
             deadline = time.monotonic() + WAIT_FOR_SINK_S
             while not client.set(keys.sink_lease(sink), holder, nx=True, px=PAUSE_MS):
                 if time.monotonic() > deadline:
@@ -199,6 +204,6 @@ def sinks_paused(client: SyncRedis, keys: Keys, sinks: list[str], holder: str) -
                 time.sleep(0.1)
         yield
     finally:
-        for sink in held:
+        for keys, sink in held:
             client.eval(RELEASE_LUA, 1, keys.sink_lease(sink), holder)
             client.delete(keys.sink_pause(sink))

@@ -26,15 +26,17 @@ COMMANDS = (
 
 
 def key_patterns(settings: Settings) -> list[str]:
-    keys = Keys.from_settings(settings)
-    streams = (
-        keys.input_stream,
-        keys.output_stream,
-        keys.dead_letter_stream,
-        keys.control_stream,
-        keys.control_replies,
-    )
-    return [f"~{s}" for s in streams] + [f"~{settings.state_prefix}:*"]
+    patterns = []
+    for keys in Keys.every_partition(settings):
+        streams = (
+            keys.input_stream,
+            keys.output_stream,
+            keys.dead_letter_stream,
+            keys.control_stream,
+            keys.control_replies,
+        )
+        patterns += [f"~{s}" for s in streams]
+    return [*patterns, f"~{settings.state_prefix}:*"]
 
 
 def acl_rules(settings: Settings) -> list[str]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from tagger.errors import TaggerError
 from tagger.intake import Accepted, Rejected, check_entry, payload_of, without_bytes
+from tagger.keys import partition_of
 from tagger.script import SessionScript
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -49,9 +50,9 @@ class CorruptState(TaggerError):
 class BatchTagger:
     """`tag` validates a batch of raw entries and applies it in one script call."""
 
-    def __init__(self, script: SessionScript) -> None:
+    def __init__(self, script: SessionScript, counts: Counts | None = None) -> None:
         self._script = script
-        self.counts = Counts()
+        self.counts = Counts() if counts is None else counts  # shared by a worker's partitions
 
     async def tag(self, entries: Sequence[Entry]) -> Counts:
         """Tag entries (in stream order) read from the input stream; returns this batch's
@@ -60,6 +61,8 @@ class BatchTagger:
         rejected: list[Rejected] = []
         for entry_id, fields in entries:
             result = check_entry(entry_id, fields)
+            if isinstance(result, Accepted) and not self._script.keys.owns(result.user_id):
+                result = self._misrouted(result, payload_of(fields) or b"")
             if isinstance(result, Accepted):
                 accepted.append(result)
             else:
@@ -69,6 +72,18 @@ class BatchTagger:
             events += [a.entry_id, a.user_id, a.record_id, a.ts_ms, a.head]
             events += [a.upstream_session_id, a.modality, a.source]
         return await self._apply(entries, len(accepted), events, rejected)
+
+    def _misrouted(self, event: Accepted, raw: bytes) -> Rejected:
+        # Tagging it here would give the user sessions in two partitions at once.
+        keys = self._script.keys
+        right = partition_of(event.user_id, keys.partitions)
+        detail = (
+            f"user_id {event.user_id!r} belongs to partition {right} of {keys.partitions} "
+            f"(crc32(user_id) mod {keys.partitions}), not {keys.partition}; publish it to that "
+            "partition's input stream (`tagger publish` and tagger.publish.publish_event route "
+            "by user)."
+        )
+        return Rejected(event.entry_id, "wrong_partition", detail, raw)
 
     async def reject(self, entries: Sequence[Entry], reason: str, detail: str) -> Counts:
         """Dead-letter entries as they are (hash and length kept, not the bytes)."""

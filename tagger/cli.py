@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import click
-from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from rich.console import Console
@@ -28,12 +27,13 @@ from tagger.cli_files import (
     replay,
 )
 from tagger.cli_sessions import sessions
+from tagger.connect import async_client, sync_client
 from tagger.demo import workload
 from tagger.errors import TaggerError, server_advice
 from tagger.health import Check, readiness
 from tagger.keys import Keys
 from tagger.logs import configure_logging
-from tagger.publish import jsonl_lines, publish_raw
+from tagger.publish import jsonl_lines, publish_raw, router
 from tagger.server import redact, redis_url
 from tagger.settings import Settings
 from tagger.status import live_view, render, snapshot
@@ -83,18 +83,22 @@ def run(burst: bool, no_sinks: bool, sinks_only: bool) -> None:
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def publish(file: Path) -> None:
-    """Publish one A3CPMessage per line of FILE (JSONL) to the input stream."""
+    """Publish one A3CPMessage per line of FILE (JSONL) to the input stream (of each
+    user's partition, with TAGGER_PARTITIONS > 1)."""
     settings = load_settings()
     try:
         with redis_url(settings) as url, progress_bar() as progress:
             publishing = progress.add_task("publishing", total=None)
-            client = Redis.from_url(url)
+            client = sync_client(url)
             sent = 0
-            for sent in publish_raw(client, settings.input_stream, jsonl_lines(file)):
+            for sent in publish_raw(client, router(settings), jsonl_lines(file)):
                 progress.update(publishing, completed=sent)
     except (TaggerError, RedisError) as exc:
         fail(f"{exc}. Nothing after the last full chunk of 500 lines was published.")
-    console.print(f"published {sent} entries to [bold]{settings.input_stream}[/bold]")
+    where = settings.input_stream + (
+        f" ({settings.partitions} partitions, by user)" if settings.hash_tagged else ""
+    )
+    console.print(f"published {sent} entries to [bold]{where}[/bold]")
 
 
 @main.command()
@@ -120,11 +124,11 @@ def health(no_sinks: bool, sinks_only: bool) -> None:
 async def _readiness(
     url: str, settings: Settings, tagging: bool, sink_names: list[str]
 ) -> list[Check]:
-    client: AsyncRedis = AsyncRedis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    client: AsyncRedis = async_client(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         return await readiness(
             client,
-            Keys.from_settings(settings),
+            Keys.every_partition(settings),
             tagging=tagging,
             sink_names=sink_names,
             max_sink_lag=settings.ready_max_sink_lag,
@@ -150,10 +154,10 @@ def status(once: bool, interval: float) -> None:
     Ctrl-C quits."""
     settings = load_settings()
     url = running_server_url(settings)
-    keys = Keys.from_settings(settings)
+    keys = Keys.every_partition(settings)
 
     async def watch() -> None:
-        client: AsyncRedis = AsyncRedis.from_url(url, socket_timeout=5)
+        client: AsyncRedis = async_client(url, socket_timeout=5)
         try:
             if once:  # two reads an interval apart, for the rates
                 before = await snapshot(client, keys, SINK_NAMES)
@@ -191,8 +195,8 @@ def demo(users: int, events_per_user: int, seed: int | None) -> None:
     try:
         with redis_url(settings) as url, progress_bar() as progress:
             publishing = progress.add_task("publishing", total=len(payloads))
-            client = Redis.from_url(url)
-            for sent in publish_raw(client, settings.input_stream, payloads):
+            client = sync_client(url)
+            for sent in publish_raw(client, router(settings), payloads):
                 progress.update(publishing, completed=sent)
             tagging = progress.add_task("tagging", total=len(payloads))
             started = time.perf_counter()

@@ -8,13 +8,13 @@ from typing import Literal
 
 import click
 import orjson
-from redis import Redis
 from redis.exceptions import RedisError
 
 from exporters.bundle import export_bundle, import_bundle, imported_events, read_events
 from exporters.compact import compact
 from exporters.dataset import build_dataset
 from tagger.cli_common import console, fail, load_settings, progress_bar
+from tagger.connect import sync_client
 from tagger.erase import erase_user
 from tagger.errors import TaggerError
 from tagger.keys import Keys
@@ -92,7 +92,7 @@ def replay(session_id: str, to_stream: str, fast: bool, speed: float) -> None:
     settings = load_settings()
     try:
         events = imported_events(settings.data_dir, session_id)
-        with redis_url(settings) as url, Redis.from_url(url) as client, progress_bar() as bar:
+        with redis_url(settings) as url, sync_client(url) as client, progress_bar() as bar:
             task = bar.add_task("replaying", total=len(events))
             previous = None
             for event in events:
@@ -153,14 +153,14 @@ def compact_command(date: str | None) -> None:
     if date and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
         fail(f"--date {date!r} is not YYYY-MM-DD", code=2)
     try:
-        with redis_url(settings) as url, Redis.from_url(url) as client:
-            report = compact(client, Keys.from_settings(settings), settings.data_dir, date)
+        with redis_url(settings) as url, sync_client(url) as client:
+            report = compact(client, Keys.every_partition(settings), settings.data_dir, date)
     except (TaggerError, RedisError, OSError) as exc:
         fail(str(exc))
     for line in report:
         console.print(
             f"{line['partition']}: {line['files_before']} files -> "
-            f"{1 if line['rows'] else line['files_before']} ({line['rows']} rows)"
+            f"{line['files_after']} ({line['rows']} rows)"
         )
 
 
@@ -175,8 +175,8 @@ def erase_command(user_id: str, yes: bool, as_json: bool) -> None:
     if not yes:
         click.confirm(f"Erase every session and event of {user_id!r} for good?", abort=True)
     try:
-        with redis_url(settings) as url, Redis.from_url(url) as client:
-            report = erase_user(client, Keys.from_settings(settings), settings.data_dir, user_id)
+        with redis_url(settings) as url, sync_client(url) as client:
+            report = erase_user(client, Keys.every_partition(settings), settings.data_dir, user_id)
     except (TaggerError, RedisError, OSError) as exc:
         fail(f"{exc}. What was removed stays removed; run the same command again to finish.")
     if as_json:

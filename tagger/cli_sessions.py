@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from rich.table import Table
 
 from tagger.cli_common import console, fail, load_settings
+from tagger.connect import sync_client
 from tagger.control import request
 from tagger.errors import TaggerError
 from tagger.keys import Keys
@@ -20,11 +21,11 @@ from tagger.server import redis_url
 
 
 @contextmanager
-def _registry() -> Iterator[tuple[Redis, Keys]]:
+def _registry() -> Iterator[tuple[Redis, list[Keys]]]:
     settings = load_settings()
     try:
-        with redis_url(settings) as url, Redis.from_url(url) as client:
-            yield client, Keys.from_settings(settings)
+        with redis_url(settings) as url, sync_client(url) as client:
+            yield client, Keys.every_partition(settings)
     except (TaggerError, RedisError) as exc:
         fail(str(exc))
 

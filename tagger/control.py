@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from schemas import ControlReply, SessionControlRequest
 from tagger.errors import TaggerError
 from tagger.intake import payload_of
 from tagger.keys import Keys
+from tagger.registry import user_partition
 from tagger.script import SessionScript
 from tagger.times import epoch_ms, now_iso_ms
 
@@ -95,9 +97,15 @@ async def _answer(
 
 
 def request(
-    client: Redis, keys: Keys, action: str, user_id: str, timeout_s: float = 10.0, **fields: Any
+    client: Redis,
+    partitions: Sequence[Keys],
+    action: str,
+    user_id: str,
+    timeout_s: float = 10.0,
+    **fields: Any,
 ) -> ControlReply:
-    """Publish a start/end request and wait for the tagger's reply."""
+    """Publish a start/end request (to the user's partition) and wait for the reply."""
+    keys = user_partition(partitions, user_id)
     record_id = str(uuid.uuid4())
     body = {
         "action": action,

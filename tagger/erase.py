@@ -22,18 +22,29 @@ Fields = dict[bytes, bytes]
 _CHUNK = 1000
 
 
-def erase_user(client: Redis, keys: Keys, data_dir: Path, user_id: str) -> dict[str, int]:
-    """Everything of `user_id`, gone; returns what was removed, by kind."""
+def erase_user(
+    client: Redis, partitions: list[Keys], data_dir: Path, user_id: str
+) -> dict[str, int]:
+    """Everything of `user_id`, gone; returns what was removed, by kind. The state lives
+    in the user's partition; entries are looked for in every partition (a producer that
+    published to the wrong one left them there, dead-lettered)."""
     user_log_dir(data_dir, user_id)  # refuses what is not a user id, before any change
-    with sinks_paused(client, keys, list(SINK_NAMES), "erase"):
-        report = _erase_state(client, keys, user_id)
+    (home,) = [k for k in partitions if k.owns(user_id)]
+    with sinks_paused(client, partitions, list(SINK_NAMES), "erase"):
+        report = _erase_state(client, home, user_id)
         theirs = _by_user(user_id)
-        report["output_entries"] = _delete_entries(
-            client, keys.output_stream, lambda f: f.get(b"user_id") == user_id.encode()
+        ours = user_id.encode()
+        found = dict.fromkeys(
+            ("output_entries", "input_entries", "dead_letters", "control_requests"), 0
         )
-        report["input_entries"] = _delete_entries(client, keys.input_stream, theirs)
-        report["dead_letters"] = _delete_entries(client, keys.dead_letter_stream, theirs)
-        report["control_requests"] = _delete_entries(client, keys.control_stream, theirs)
+        for keys in partitions:
+            found["output_entries"] += _delete_entries(
+                client, keys.output_stream, lambda f: f.get(b"user_id") == ours
+            )
+            found["input_entries"] += _delete_entries(client, keys.input_stream, theirs)
+            found["dead_letters"] += _delete_entries(client, keys.dead_letter_stream, theirs)
+            found["control_requests"] += _delete_entries(client, keys.control_stream, theirs)
+        report.update(found)
         report.update(erase_files(data_dir, user_id))
     return report
 

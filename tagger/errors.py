@@ -22,7 +22,16 @@ class WorkerFailed(TaggerError):
 
 # What a lost or restarting server raises (BusyLoadingError is a ConnectionError): worth
 # retrying, with these pauses, rather than failing the service.
-TRANSIENT_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+# A lost server, and a cluster in the middle of a failover (no primary for a slot yet, a
+# demoted primary that only reads, slots in migration): all pass once the cluster settles.
+TRANSIENT_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    redis_errors.SlotNotCoveredError,
+)
 RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 

@@ -18,12 +18,15 @@ class Check:
     detail: str
 
 
-def consumer_groups(keys: Keys, tagging: bool, sink_names: Sequence[str]) -> list[tuple[str, str]]:
+def consumer_groups(
+    partitions: Sequence[Keys], tagging: bool, sink_names: Sequence[str]
+) -> list[tuple[str, str]]:
     """(stream, group) of every consumer group a worker of this shape reads."""
     pairs = []
-    if tagging:
-        pairs += [(keys.input_stream, keys.group), (keys.control_stream, keys.group)]
-    pairs += [(keys.output_stream, keys.sink_group(s)) for s in sink_names]
+    for keys in partitions:
+        if tagging:
+            pairs += [(keys.input_stream, keys.group), (keys.control_stream, keys.group)]
+        pairs += [(keys.output_stream, keys.sink_group(s)) for s in sink_names]
     return pairs
 
 
@@ -48,7 +51,12 @@ async def group_backlog(client: Redis, stream: str, group_name: str) -> tuple[in
 
 
 async def readiness(
-    client: Redis, keys: Keys, *, tagging: bool, sink_names: Sequence[str], max_sink_lag: int
+    client: Redis,
+    partitions: Sequence[Keys],
+    *,
+    tagging: bool,
+    sink_names: Sequence[str],
+    max_sink_lag: int,
 ) -> list[Check]:
     """Every check, passed or not; the server check alone when the server does not answer."""
     try:
@@ -56,8 +64,8 @@ async def readiness(
     except redis_errors.RedisError as exc:
         return [Check("server", False, f"{exc}; {server_advice(exc)}")]
     checks = [Check("server", True, "answers PING")]
-    sink_groups = {keys.sink_group(s): s for s in sink_names}
-    for stream, group in consumer_groups(keys, tagging, sink_names):
+    sink_groups = {partitions[0].sink_group(s): s for s in sink_names}
+    for stream, group in consumer_groups(partitions, tagging, sink_names):
         try:
             undelivered, pending = await group_backlog(client, stream, group)
         except GroupMissing as exc:
@@ -69,5 +77,6 @@ async def readiness(
             detail = f"{lag} tagged entries not yet stored (limit {max_sink_lag})"
             if lag > max_sink_lag:
                 detail += "; check the sink's disk and logs, or run `tagger run --sinks-only`"
-            checks.append(Check(f"sink {sink_groups[group]}", lag <= max_sink_lag, detail))
+            name = f"sink {sink_groups[group]}" + (f" on {stream}" if len(partitions) > 1 else "")
+            checks.append(Check(name, lag <= max_sink_lag, detail))
     return checks

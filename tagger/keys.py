@@ -1,8 +1,24 @@
-"""The one place that names Redis keys and streams."""
+"""The one place that names Redis keys and streams.
 
+With several partitions (or on a cluster) every name of partition p carries the hash tag
+`{p<p>}`: `a3cp:messages:{p0}`, `a3cp:tagger:{p0}:active`, ... so all keys one script call
+touches live in one cluster slot. A user's events always go to partition_of(user_id)."""
+
+import zlib
 from dataclasses import dataclass
 
 from tagger.settings import Settings
+
+
+def partition_of(user_id: str, partitions: int) -> int:
+    """The partition of a user: crc32 of the UTF-8 user id, modulo the partition count
+    (zlib's CRC-32, the same as Java's CRC32, Go's crc32.ChecksumIEEE, Node's zlib.crc32)."""
+    return zlib.crc32(user_id.encode()) % partitions
+
+
+def partition_name(name: str, settings: Settings, partition: int) -> str:
+    """`name` as partition `partition` calls it: unchanged without hash tags."""
+    return f"{name}:{{p{partition}}}" if settings.hash_tagged else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,16 +35,26 @@ class Keys:
     deadlines: str  # sorted set: active session_id scored by its wall-clock deadline (ms)
     session_prefix: str  # + session_id: hash, the session's registry entry
     user_prefix: str  # + user_id: sorted set of the user's session_ids by start
+    partition: int
+    partitions: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Keys":
-        p = settings.state_prefix
+    def from_settings(cls, settings: Settings, partition: int = 0) -> "Keys":
+        """The keys of one partition (the only one, by default)."""
+        if not 0 <= partition < settings.partitions:
+            raise ValueError(f"partition {partition} out of 0..{settings.partitions - 1}")
+
+        def named(name: str) -> str:
+            return partition_name(name, settings, partition)
+
+        p = named(settings.state_prefix)
+        control = named(settings.control_stream)
         return cls(
-            input_stream=settings.input_stream,
-            output_stream=settings.output_stream,
-            dead_letter_stream=settings.dead_letter_stream,
-            control_stream=settings.control_stream,
-            control_replies=f"{settings.control_stream}:replies",
+            input_stream=named(settings.input_stream),
+            output_stream=named(settings.output_stream),
+            dead_letter_stream=named(settings.dead_letter_stream),
+            control_stream=control,
+            control_replies=f"{control}:replies",
             group=settings.group,
             active=f"{p}:active",
             dedup=f"{p}:dedup",
@@ -36,7 +62,21 @@ class Keys:
             deadlines=f"{p}:deadlines",
             session_prefix=f"{p}:session:",
             user_prefix=f"{p}:user:",
+            partition=partition,
+            partitions=settings.partitions,
         )
+
+    @classmethod
+    def every_partition(cls, settings: Settings) -> list["Keys"]:
+        return [cls.from_settings(settings, p) for p in range(settings.partitions)]
+
+    @classmethod
+    def of_user(cls, settings: Settings, user_id: str) -> "Keys":
+        """The keys of the partition that holds `user_id`'s events and sessions."""
+        return cls.from_settings(settings, partition_of(user_id, settings.partitions))
+
+    def owns(self, user_id: str) -> bool:
+        return self.partitions == 1 or partition_of(user_id, self.partitions) == self.partition
 
     def sink_group(self, sink: str) -> str:
         """Consumer group of a file sink on the output stream."""

@@ -21,8 +21,10 @@ _CONTROL_CLOSED = {"superseded": "superseded", "ended": "explicit"}
 
 
 class Metrics:
-    def __init__(self, keys: Keys, sink_names: Sequence[str], tagging: bool) -> None:
-        self.keys = keys
+    def __init__(
+        self, partitions: Sequence[Keys], sink_names: Sequence[str], tagging: bool
+    ) -> None:
+        self.partitions = list(partitions)
         self.sink_names = list(sink_names)
         self.tagging = tagging
         self.registry = CollectorRegistry()
@@ -67,7 +69,7 @@ class Metrics:
         )
         self.sink_lag = Gauge(
             "tagger_sink_lag",
-            "Tagged entries a file sink has not stored yet.",
+            "Tagged entries a file sink has not stored yet (summed over partitions).",
             ["sink"],
             registry=r,
         )
@@ -101,14 +103,17 @@ class Metrics:
 
     async def refresh(self, client: Redis) -> None:
         """Read the shared gauges from the server (on each scrape)."""
-        self.active.set(await client.hlen(self.keys.active))
-        sinks = {self.keys.sink_group(s): s for s in self.sink_names}
-        for stream, group in consumer_groups(self.keys, self.tagging, self.sink_names):
+        self.active.set(sum([await client.hlen(k.active) for k in self.partitions]))
+        sinks = {self.partitions[0].sink_group(s): s for s in self.sink_names}
+        sink_lag = dict.fromkeys(self.sink_names, 0)
+        for stream, group in consumer_groups(self.partitions, self.tagging, self.sink_names):
             undelivered, pending = await group_backlog(client, stream, group)
             self.lag.labels(stream, group, "undelivered").set(undelivered)
             self.lag.labels(stream, group, "pending").set(pending)
             if group in sinks:
-                self.sink_lag.labels(sinks[group]).set(undelivered + pending)
-        streams = (self.keys.input_stream, self.keys.output_stream, self.keys.dead_letter_stream)
-        for stream in streams:
-            self.stream_length.labels(stream).set(await client.xlen(stream))
+                sink_lag[sinks[group]] += undelivered + pending
+        for sink, lag in sink_lag.items():
+            self.sink_lag.labels(sink).set(lag)
+        for k in self.partitions:
+            for stream in (k.input_stream, k.output_stream, k.dead_letter_stream):
+                self.stream_length.labels(stream).set(await client.xlen(stream))

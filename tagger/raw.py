@@ -9,7 +9,7 @@ from faststream.message import StreamMessage
 
 
 def documented_as(
-    handler: Callable[[Any], Awaitable[None]], payload: type
+    handler: Callable[[Any], Awaitable[None]], payload: type, name: str
 ) -> Callable[[Any], Awaitable[None]]:
     """`handler`, described to FastStream's AsyncAPI generator as taking `payload`.
 
@@ -22,7 +22,7 @@ def documented_as(
 
     param = inspect.Parameter("message", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     call.__signature__ = inspect.Signature([param.replace(annotation=payload)])  # type: ignore[attr-defined]
-    call.__name__ = handler.__name__.lstrip("_")
+    call.__name__ = name
     return call
 
 

@@ -1,5 +1,8 @@
-"""Read the session registry: one hash per session, indexed by start time and by user."""
+"""Read the session registry: one hash per session, indexed by start time and by user.
 
+Each partition has its own registry; a user's sessions are all in the user's partition."""
+
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from redis import Redis
@@ -19,14 +22,26 @@ _INT_FIELDS = {
 }
 
 
-def get_session(client: Redis, keys: Keys, session_id: str) -> dict[str, Any] | None:
-    """The registry entry of one session, or None when unknown."""
-    raw: Any = client.hgetall(keys.session(session_id))
-    return _decode(raw) if raw else None
+def user_partition(partitions: Sequence[Keys], user_id: str) -> Keys:
+    (keys,) = [k for k in partitions if k.owns(user_id)]
+    return keys
 
 
-def validate(client: Redis, keys: Keys, user_id: str, session_id: str) -> Validity:
+def get_session(
+    client: Redis, partitions: Sequence[Keys], session_id: str
+) -> dict[str, Any] | None:
+    """The registry entry of one session, or None when unknown (the id does not say which
+    partition holds it: each is asked in turn)."""
+    for keys in partitions:
+        raw: Any = client.hgetall(keys.session(session_id))
+        if raw:
+            return _decode(raw)
+    return None
+
+
+def validate(client: Redis, partitions: Sequence[Keys], user_id: str, session_id: str) -> Validity:
     """A3CP validate: 'active' | 'closed' for the user's own session, else 'invalid'."""
+    keys = user_partition(partitions, user_id)
     fields: Any = client.hmget(keys.session(session_id), ["user_id", "status"])
     owner, status = fields
     if owner is None or owner.decode() != user_id:
@@ -36,7 +51,7 @@ def validate(client: Redis, keys: Keys, user_id: str, session_id: str) -> Validi
 
 def list_sessions(
     client: Redis,
-    keys: Keys,
+    partitions: Sequence[Keys],
     *,
     user_id: str | None = None,
     status: str | None = None,
@@ -45,6 +60,29 @@ def list_sessions(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Sessions newest first, filtered; `offset`/`limit` page through the filtered list."""
+    if user_id is not None:
+        partitions = [user_partition(partitions, user_id)]
+    if len(partitions) == 1:
+        return _list_one(client, partitions[0], user_id, status, since_ms, limit, offset)
+    # Each partition's first offset+limit, merged: enough for the page, whatever the mix.
+    merged = [
+        session
+        for keys in partitions
+        for session in _list_one(client, keys, user_id, status, since_ms, offset + limit, 0)
+    ]
+    merged.sort(key=lambda session: session["start_ms"], reverse=True)
+    return merged[offset : offset + limit]
+
+
+def _list_one(
+    client: Redis,
+    keys: Keys,
+    user_id: str | None,
+    status: str | None,
+    since_ms: int | None,
+    limit: int,
+    offset: int,
+) -> list[dict[str, Any]]:
     index = keys.user_sessions(user_id) if user_id else keys.session_index
     low = since_ms if since_ms is not None else "-inf"
     found: list[dict[str, Any]] = []

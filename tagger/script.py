@@ -14,8 +14,8 @@ SESSIONS_LUA = files("tagger").joinpath("sessions.lua").read_text(encoding="utf-
 class SessionScript:
     """Every session change goes through here, as one atomic script call."""
 
-    def __init__(self, client: Redis, settings: Settings) -> None:
-        self.keys = Keys.from_settings(settings)
+    def __init__(self, client: Redis, settings: Settings, keys: Keys | None = None) -> None:
+        self.keys = keys or Keys.from_settings(settings)  # the partition it works on
         # redis-py's Script re-loads itself on NOSCRIPT, so a server restart with an
         # empty script cache costs one extra round trip, not an outage.
         self._script = client.register_script(SESSIONS_LUA)

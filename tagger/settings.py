@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
 
 class Settings(BaseSettings):
     """Every field maps to `TAGGER_<NAME>`; an unknown TAGGER_* name is rejected."""
@@ -29,8 +31,16 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(
         None,
-        description="redis:// or rediss:// URL of the server; unset starts the "
-        "embedded Valkey server under DATA_DIR/valkey.",
+        description="redis:// or rediss:// URL of the server, redis+cluster:// or "
+        "rediss+cluster:// for any node of a Redis Cluster; unset starts the embedded "
+        "Valkey server under DATA_DIR/valkey.",
+    )
+    partitions: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Input partitions: user U goes to partition crc32(U) mod PARTITIONS, "
+        "each with its own streams and state under one hash tag (see README, Scaling).",
     )
     data_dir: Path = Field(Path("./tagger-data"), description="Root of every file we write.")
     input_stream: str = Field("a3cp:messages", description="Stream upstream modules XADD to.")
@@ -111,3 +121,14 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people, json for one JSON object per line."
     )
+
+    @property
+    def cluster(self) -> bool:
+        """Does the URL name a Redis Cluster?"""
+        return (self.redis_url or "").split("://", 1)[0] in CLUSTER_SCHEMES
+
+    @property
+    def hash_tagged(self) -> bool:
+        """Key names carry a partition hash tag: with several partitions, or on a cluster
+        (where one script call may only touch keys of one slot)."""
+        return self.partitions > 1 or self.cluster

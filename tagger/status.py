@@ -39,29 +39,40 @@ class Snapshot:
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # time, reason, detail
 
 
-async def snapshot(client: Redis, keys: Keys, sink_names: Sequence[str]) -> Snapshot:
+async def snapshot(
+    client: Redis, partitions: Sequence[Keys], sink_names: Sequence[str]
+) -> Snapshot:
+    """The whole deployment: every partition, summed where a sum means something."""
     lag: dict[str, tuple[int, int] | None] = {}
-    for stream, group in consumer_groups(keys, True, sink_names):
+    for stream, group in consumer_groups(partitions, True, sink_names):
         try:
             lag[f"{group} on {stream}"] = await group_backlog(client, stream, group)
         except GroupMissing:
             lag[f"{group} on {stream}"] = None
-    streams = (keys.input_stream, keys.output_stream, keys.dead_letter_stream)
-    lengths = {s: await client.xlen(s) for s in streams}
+    lengths: dict[str, int] = {}
+    last: list[Any] = []
+    for keys in partitions:
+        for stream in (keys.input_stream, keys.output_stream, keys.dead_letter_stream):
+            lengths[stream] = await client.xlen(stream)
+        newest: Any = await client.xrevrange(keys.dead_letter_stream, count=LAST_ERRORS)
+        last += newest
     errors = []
-    last: Any = await client.xrevrange(keys.dead_letter_stream, count=LAST_ERRORS)
-    for entry_id, fields in last:
-        when = iso_ms(int(entry_id.split(b"-")[0]))
+    for entry_id, fields in sorted(last, key=lambda e: _ms(e[0]), reverse=True)[:LAST_ERRORS]:
+        when = iso_ms(_ms(entry_id))
         errors.append((when, fields[b"reason"].decode(), fields[b"detail"].decode()))
     return Snapshot(
         at=time.monotonic(),
-        read=await _entries_read(client, keys),
-        written=await _entries_added(client, keys.output_stream),
-        active_sessions=await client.hlen(keys.active),
+        read=sum([await _entries_read(client, k) for k in partitions]),
+        written=sum([await _entries_added(client, k.output_stream) for k in partitions]),
+        active_sessions=sum([await client.hlen(k.active) for k in partitions]),
         lag=lag,
         lengths=lengths,
         errors=errors,
     )
+
+
+def _ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-")[0])
 
 
 async def _entries_read(client: Redis, keys: Keys) -> int:
@@ -119,7 +130,11 @@ def keys_without_enter() -> Iterator[bool]:
 
 
 async def live_view(
-    client: Redis, keys: Keys, sink_names: Sequence[str], url: str, interval_s: float
+    client: Redis,
+    partitions: Sequence[Keys],
+    sink_names: Sequence[str],
+    url: str,
+    interval_s: float,
 ) -> None:
     """Redraw every interval until q is pressed (Ctrl-C raises KeyboardInterrupt)."""
     quit_pressed = asyncio.Event()
@@ -129,7 +144,7 @@ async def live_view(
             loop.add_reader(sys.stdin, _on_key, quit_pressed)
         before: Snapshot | None = None
         while not quit_pressed.is_set():
-            now = await snapshot(client, keys, sink_names)
+            now = await snapshot(client, partitions, sink_names)
             live.update(render(now, before, url), refresh=True)
             before = now
             with contextlib.suppress(asyncio.TimeoutError):

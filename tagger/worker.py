@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from faststream import AckPolicy, FastStream
-from faststream.redis import RedisBroker, StreamSub
+from faststream.redis import StreamSub
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,6 +27,7 @@ from schemas.control import ControlReply, SessionControlRequest
 from schemas.message import A3CPMessage
 from schemas.wire import DeadLetter, TaggedOutput
 from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
+from tagger.connect import make_broker
 from tagger.control import handle_request
 from tagger.endpoint import Endpoint, Response
 from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS, GroupMissing, WorkerFailed
@@ -51,6 +52,15 @@ async def ensure_group(client: Redis, keys: Keys) -> None:
         await create_group(client, stream, keys.group)
 
 
+@dataclasses.dataclass(slots=True)
+class Lane:
+    """One partition: its keys, the session script bound to them, its batch tagger."""
+
+    keys: Keys
+    script: SessionScript
+    tagger: BatchTagger
+
+
 class Worker:
     """Wires the subscribers, the orphan claimer, the sweeper, the file sinks and (in burst
     mode) the drain watcher. `tag=False` runs the sinks alone, `sinks=False` the tagger."""
@@ -65,14 +75,18 @@ class Worker:
         sinks: bool = True,
     ) -> None:
         self.settings = settings
-        self.keys = Keys.from_settings(settings)
+        self.partitions = Keys.every_partition(settings)
         self.burst = burst
         self.consumer = settings.consumer or f"{socket.gethostname()}-{os.getpid()}"
-        self.counts = Counts()
+        self.counts = Counts()  # summed over every partition's batches
         self.tagging = tag
-        self.sinks = file_sinks(settings) if sinks else []
-        self.metrics = Metrics(self.keys, [s.name for s in self.sinks], tagging=tag)
-        self.broker = RedisBroker(
+        self.sinks = [
+            (keys, sink)
+            for keys in (self.partitions if sinks else [])
+            for sink in file_sinks(settings, keys.partition)
+        ]
+        self.metrics = Metrics(self.partitions, SINK_NAMES if sinks else [], tagging=tag)
+        self.broker = make_broker(
             url,
             # FastStream's own lines go through the service's handler (text or JSON);
             # its per-message access lines at DEBUG only.
@@ -98,8 +112,7 @@ class Worker:
         )
         self.endpoint_port: int | None = None
         self._report = BatchReport()
-        self._tagger: BatchTagger | None = None
-        self._script: SessionScript | None = None
+        self._lanes: list[Lane] = []  # by partition, once connected
         self._tasks: list[asyncio.Task[None]] = []
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -112,10 +125,21 @@ class Worker:
             self._subscribe()
 
     def _subscribe(self) -> None:
-        k = self.keys
+        for keys in self.partitions:
+            self._subscribe_partition(keys)
+
+    def _subscribe_partition(self, k: Keys) -> None:
+        p = k.partition
+
+        async def handle(batch: dict[str, Any]) -> None:
+            await self._handle(self._lanes[p], batch)
+
+        async def handle_control(message: dict[str, Any]) -> None:
+            await self._handle_control(self._lanes[p], message)
+
         self._raw_subscriber(
             k.input_stream,
-            documented_as(self._handle, A3CPMessage),
+            documented_as(handle, A3CPMessage, "handle"),
             batch=True,
             max_records=self.settings.batch_size,
             title=k.input_stream,
@@ -124,7 +148,7 @@ class Worker:
         )
         self._raw_subscriber(
             k.control_stream,
-            documented_as(self._handle_control, SessionControlRequest),
+            documented_as(handle_control, SessionControlRequest, "handle_control"),
             title=k.control_stream,
             description="Explicit session start/end requests, JSON in field `data`; "
             f"each is answered on {k.control_replies}.",
@@ -161,7 +185,7 @@ class Worker:
     ) -> None:
         stream = StreamSub(
             stream_name,
-            group=self.keys.group,
+            group=self.settings.group,
             consumer=self.consumer,
             polling_interval=self.settings.block_ms,
             last_id=">",
@@ -191,12 +215,12 @@ class Worker:
 
     async def _prepare(self) -> None:
         client = await self._connect_at_start()
-        await ensure_group(client, self.keys)
-        for sink in self.sinks:
-            await create_group(client, self.keys.output_stream, self.keys.sink_group(sink.name))
-        self._script = SessionScript(client, self.settings)
-        self._tagger = BatchTagger(self._script)
-        self.counts = self._tagger.counts
+        for keys in self.partitions:
+            await ensure_group(client, keys)
+            script = SessionScript(client, self.settings, keys)
+            self._lanes.append(Lane(keys, script, BatchTagger(script, self.counts)))
+        for keys, sink in self.sinks:
+            await create_group(client, keys.output_stream, keys.sink_group(sink.name))
         await self._start_endpoint()
 
     async def _connect_at_start(self) -> Redis:
@@ -248,7 +272,7 @@ class Worker:
     async def _ready_page(self) -> Response:
         checks = await readiness(
             await self.broker.connect(),
-            self.keys,
+            self.partitions,
             tagging=self.tagging,
             sink_names=self.metrics.sink_names,
             max_sink_lag=self.settings.ready_max_sink_lag,
@@ -263,8 +287,8 @@ class Worker:
             self._start_task(self._sweep_forever(), self._tasks)
             self._start_task(self._trim_forever(), self._tasks)
         client = await self.broker.connect()
-        for sink in self.sinks:
-            runner = SinkRunner(client, self.settings, sink, self.consumer)
+        for keys, sink in self.sinks:
+            runner = SinkRunner(client, self.settings, keys, sink, self.consumer)
             self._start_task(runner.run(self._stopping), self._sink_tasks)
         if self.burst:
             self._start_task(self._exit_when_drained(), self._tasks)
@@ -296,11 +320,11 @@ class Worker:
                 task.cancel()
         await self.endpoint.close()
 
-    async def _handle(self, batch: dict[str, Any]) -> None:
+    async def _handle(self, lane: Lane, batch: dict[str, Any]) -> None:
         entries = list(zip(batch["message_ids"], batch["data"], strict=True))
         while True:
             try:
-                await self._tag_with_retry(entries)
+                await self._tag_with_retry(lane, entries)
                 return
             except OlderEntriesPending as exc:
                 if self._stopping.is_set():
@@ -308,27 +332,26 @@ class Worker:
                 # A consumer that died left older entries; they go first, once claimable.
                 log.info("%s; waiting to claim it", exc)
                 await self._pause(self._wait_for_older_s)
-                await self._claim_orphans()
+                await self._claim_orphans(lane)
 
-    async def _handle_control(self, message: dict[str, Any]) -> None:
-        assert self._script is not None
+    async def _handle_control(self, lane: Lane, message: dict[str, Any]) -> None:
         (entry_id,) = message["message_ids"]
         reply = await handle_request(
-            self._script, await self.broker.connect(), entry_id, message["data"]
+            lane.script, await self.broker.connect(), entry_id, message["data"]
         )
         self.metrics.control_done(reply.status, reply.reason)
         log.info("control %s: %s %s", reply.request_id, reply.status, reply.reason)
 
     async def _sweep_forever(self) -> None:
         """Close sessions idle past the timeout (wall clock), even if no event comes."""
-        assert self._script is not None
         while not self._stopping.is_set():
             try:
-                while True:
-                    closed, due = await self._script.call("sweep", [SWEEP_CHUNK])
-                    self.metrics.swept(closed)
-                    if due < SWEEP_CHUNK:
-                        break
+                for lane in self._lanes:
+                    while True:
+                        closed, due = await lane.script.call("sweep", [SWEEP_CHUNK])
+                        self.metrics.swept(closed)
+                        if due < SWEEP_CHUNK:
+                            break
             except TRANSIENT_ERRORS as exc:
                 log.warning("sweeping idle sessions failed (%s); will retry", exc)
             await self._pause(self.settings.sweep_interval_ms / 1000)
@@ -336,17 +359,19 @@ class Worker:
     async def _trim_forever(self) -> None:
         """Keep the streams from growing without end (see tagger/retention.py)."""
         client = await self.broker.connect()
-        sink_groups = {self.keys.sink_group(name) for name in SINK_NAMES}
+        sink_groups = {self.partitions[0].sink_group(name) for name in SINK_NAMES}
         while not self._stopping.is_set():
             await self._pause(self.settings.trim_interval_s)
+            removed: dict[str, int] = {}
             try:
-                removed = await trim_streams(
-                    client,
-                    self.keys,
-                    sink_groups,
-                    self.settings.retention_s * 1000,
-                    int(time.time() * 1000),
-                )
+                for keys in self.partitions:
+                    removed |= await trim_streams(
+                        client,
+                        keys,
+                        sink_groups,
+                        self.settings.retention_s * 1000,
+                        int(time.time() * 1000),
+                    )
             except TRANSIENT_ERRORS as exc:
                 log.warning("trimming streams failed (%s); will retry", exc)
                 continue
@@ -358,12 +383,11 @@ class Worker:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
-    async def _tag_with_retry(self, entries: list[Entry]) -> None:
-        assert self._tagger is not None
+    async def _tag_with_retry(self, lane: Lane, entries: list[Entry]) -> None:
         for delay_s in (*RETRY_DELAYS_S, None):
             try:
                 started = time.perf_counter()
-                counts = await self._tagger.tag(entries)
+                counts = await lane.tagger.tag(entries)
                 self._batch_done(entries, counts, time.perf_counter() - started)
                 return
             except TRANSIENT_ERRORS as exc:
@@ -396,19 +420,20 @@ class Worker:
         interval_s = min(max(self.settings.claim_idle_ms / 2000, 0.05), 5.0)
         while not self._stopping.is_set():
             try:
-                await self._claim_orphans()
+                for lane in self._lanes:
+                    await self._claim_orphans(lane)
             except TRANSIENT_ERRORS as exc:
                 log.warning("claiming pending entries failed (%s); will retry", exc)
             await self._pause(interval_s)
 
-    async def _claim_orphans(self) -> None:
+    async def _claim_orphans(self, lane: Lane) -> None:
         """Tag entries left pending by a consumer that died (or by a failed batch)."""
         client = await self.broker.connect()
         start_id = b"0-0"
         while True:
             start_id, entries, *_ = await client.xautoclaim(
-                self.keys.input_stream,
-                self.keys.group,
+                lane.keys.input_stream,
+                lane.keys.group,
                 self.consumer,
                 min_idle_time=self.settings.claim_idle_ms,
                 start_id=start_id,
@@ -420,31 +445,30 @@ class Worker:
                     len(entries),
                     extra={"claimed": len(entries)},
                 )
-            if entries and not await self._tag_claimed(client, entries):
+            if entries and not await self._tag_claimed(lane, client, entries):
                 return  # something older is held elsewhere, or keeps failing: next round
             if start_id == b"0-0":
                 return
 
-    async def _tag_claimed(self, client: Redis, entries: list[Entry]) -> bool:
+    async def _tag_claimed(self, lane: Lane, client: Redis, entries: list[Entry]) -> bool:
         """Tag claimed entries in order; False when the round has to stop.
 
         The oldest entry, once delivered more than MAX_DELIVERIES times, is tried alone and,
         if it fails again, dead-lettered as `poison`: in-order tagging means one entry that
         always fails would otherwise hold up every entry after it."""
-        assert self._tagger is not None
         head_id = entries[0][0]
         pending: Any = await client.xpending_range(
-            self.keys.input_stream, self.keys.group, min=head_id, max=head_id, count=1
+            lane.keys.input_stream, lane.keys.group, min=head_id, max=head_id, count=1
         )
         deliveries = int(pending[0]["times_delivered"]) if pending else 0
         if deliveries > self.settings.max_deliveries:
             try:
-                await self._tag_with_retry(entries[:1])
+                await self._tag_with_retry(lane, entries[:1])
             except OlderEntriesPending:
                 return False
             except Exception as exc:
                 log.error("entry %s is poison (%r); dead-lettering it", head_id.decode(), exc)
-                await self._tagger.reject(
+                await lane.tagger.reject(
                     entries[:1],
                     "poison",
                     f"Delivered {deliveries} times and never tagged ({exc!r}); "
@@ -454,7 +478,7 @@ class Worker:
         if not entries:
             return True
         try:
-            await self._tag_with_retry(entries)
+            await self._tag_with_retry(lane, entries)
             return True
         except OlderEntriesPending:
             return False
@@ -462,7 +486,7 @@ class Worker:
             log.error("claimed batch failed (%r); trying its entries one by one", exc)
         for entry in entries:
             try:
-                await self._tag_with_retry([entry])
+                await self._tag_with_retry(lane, [entry])
             except OlderEntriesPending:
                 return False
             except Exception as exc:
@@ -472,7 +496,7 @@ class Worker:
 
     async def _exit_when_drained(self) -> None:
         client = await self.broker.connect()
-        groups = consumer_groups(self.keys, self.tagging, self.metrics.sink_names)
+        groups = consumer_groups(self.partitions, self.tagging, self.metrics.sink_names)
         while not self._stopping.is_set():
             try:
                 if all([await group_backlog(client, s, g) == (0, 0) for s, g in groups]):

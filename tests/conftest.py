@@ -15,6 +15,9 @@ import pytest
 from redis import Redis
 
 from tagger.batch import Counts
+from tagger.connect import sync_client
+from tagger.keys import Keys
+from tagger.publish import router
 from tagger.server import EmbeddedValkey
 from tagger.settings import Settings
 from tagger.worker import Worker
@@ -35,7 +38,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def client(server_url: str) -> Iterator["Redis[bytes]"]:
-    redis = Redis.from_url(server_url)
+    redis = sync_client(server_url)
     yield redis
     redis.close()
 
@@ -71,19 +74,22 @@ def run_burst(settings: Settings, sinks: bool = True) -> Counts:
 
 
 def publish(client: "Redis[bytes]", settings: Settings, events: list[Any]) -> None:
-    """XADD each event (dict as JSON, or raw bytes) to the input stream."""
+    """XADD each event (dict as JSON, or raw bytes) to the input stream (its user's
+    partition's, when there are several)."""
+    route = router(settings)
     pipe = client.pipeline(transaction=False)
     for event in events:
         data = event if isinstance(event, bytes) else orjson.dumps(event)
-        pipe.xadd(settings.input_stream, {"data": data})
+        pipe.xadd(route(data), {"data": data})
     pipe.execute()
 
 
 def output(client: "Redis[bytes]", settings: Settings) -> list[dict[str, Any]]:
-    """Every output entry's event (messages and boundaries) in stream order, with the
-    entry's own fields checked against it."""
+    """Every output entry's event (messages and boundaries) in stream order (partition
+    after partition), with the entry's own fields checked against it."""
     events = []
-    for _id, fields in client.xrange(settings.output_stream):
+    entries = [e for k in Keys.every_partition(settings) for e in client.xrange(k.output_stream)]
+    for _id, fields in entries:
         event = orjson.loads(fields[b"data"])
         assert fields[b"session_id"].decode() == event["session_id"]
         assert fields[b"user_id"].decode() == event["user_id"]

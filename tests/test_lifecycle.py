@@ -111,7 +111,7 @@ def test_idle_session_closes_without_new_events(
     assert end["close_reason"] == "timeout"
     assert end["end_time"] == events[-1]["timestamp"]  # the last event's time, not the sweep's
     assert end["event_count"] == 3
-    session = get_session(client, Keys.from_settings(settings), end["session_id"])
+    session = get_session(client, Keys.every_partition(settings), end["session_id"])
     assert session is not None and session["status"] == "closed"
     assert session["close_reason"] == "timeout"
 
@@ -154,7 +154,7 @@ def test_open_session_survives_a_worker_restart(
 
 def test_explicit_start_and_end(client: Redis, make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    keys = Keys.from_settings(settings)
+    keys = Keys.every_partition(settings)
     with running_workers(settings):
         started = request(
             client,
@@ -212,7 +212,7 @@ def test_explicit_start_and_end(client: Redis, make_settings: SettingsFactory) -
 
 def test_supersede_and_refused_requests(client: Redis, make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    keys = Keys.from_settings(settings)
+    keys = Keys.every_partition(settings)
     with running_workers(settings):
         first = request(client, keys, "start", "omar07", performer_id="carer02")
         second = request(client, keys, "start", "omar07", performer_id="carer02", supersede=True)
@@ -269,7 +269,7 @@ def test_late_events_join_the_session_they_fit(
 
 def test_registry_queries_and_cli(client: Redis, make_settings: SettingsFactory) -> None:
     settings = make_settings(session_timeout_s=300)
-    keys = Keys.from_settings(settings)
+    keys = Keys.every_partition(settings)
     publish(
         client,
         settings,
@@ -345,7 +345,7 @@ def test_cli_start_and_end(client: Redis, make_settings: SettingsFactory) -> Non
         assert refused.returncode == 1 and "forbidden" in refused.stderr
         ended = cli("end", sid, "--user", "elias01", "--performer", "carer01")
         assert ended.returncode == 0 and ended.stdout.split() == [sid, "ended"]
-    session = get_session(client, Keys.from_settings(settings), sid)
+    session = get_session(client, Keys.every_partition(settings), sid)
     assert session is not None
     assert session["training_intent_label"] == "hungry" and session["is_training_data"] is True
     assert session["session_notes"] == "after lunch" and session["close_reason"] == "explicit"

@@ -93,7 +93,11 @@ def test_metrics_health_and_json_logs_of_a_running_worker(
         wait_for(lambda: len(tagged(client, settings)) == len(good))
         # The sweeper closes all three sessions a second (wall clock) after their last event.
         closed = ("tagger_sessions_closed_total", (("reason", "timeout"),))
-        metrics = wait_for(lambda: (m := samples(port)).get(closed) == len(users) and m)
+        # (Gauges are read before the counters are rendered: wait for both to agree.)
+        active = ("tagger_active_sessions", ())
+        metrics = wait_for(
+            lambda: (m := samples(port)).get(closed) == len(users) and m.get(active) == 0 and m
+        )
         assert metrics[("tagger_events_tagged_total", ())] == len(good)
         assert metrics[("tagger_duplicates_dropped_total", ())] == 1
         assert metrics[("tagger_sessions_opened_total", ())] == len(users)

@@ -9,6 +9,7 @@ from typing import Any
 from redis import Redis
 
 from tagger.demo import user_timeline
+from tagger.keys import Keys
 from tagger.settings import Settings
 from tests.conftest import (
     SettingsFactory,
@@ -100,7 +101,8 @@ def check_exactly_once(client: Redis, settings: Settings, events: list[dict[str,
     out = tagged(client, settings)
     records = [e["record_id"] for e in out]
     assert len(records) == len(set(records)) == len(events)
-    assert client.xpending(settings.input_stream, settings.group)["pending"] == 0
+    for keys in Keys.every_partition(settings):
+        assert client.xpending(keys.input_stream, keys.group)["pending"] == 0
 
     def ts_ms(e: dict[str, Any]) -> int:
         return int(datetime.fromisoformat(e["timestamp"]).timestamp() * 1000)
@@ -159,7 +161,8 @@ def test_sigterm_finishes_the_batch_and_exits_0(
     worker.send_signal(signal.SIGTERM)
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == 0, stderr.decode()[-2000:]
-    assert client.xpending(settings.input_stream, settings.group)["pending"] == 0
+    for keys in Keys.every_partition(settings):
+        assert client.xpending(keys.input_stream, keys.group)["pending"] == 0
 
 
 def test_an_emptied_script_cache_is_refilled(
@@ -197,8 +200,6 @@ def test_an_emptied_script_cache_is_refilled(
 def test_an_entry_that_always_fails_becomes_poison_and_unblocks_the_rest(
     client: Redis, make_settings: SettingsFactory
 ) -> None:
-    from tagger.keys import Keys
-
     settings = make_settings(claim_idle_ms=100, max_deliveries=2)
     # A foreign value where the tagger keeps evil01's sessions: every batch with an event
     # of evil01 is refused whole (nothing written), so that event can never be tagged.
@@ -214,7 +215,8 @@ def test_an_entry_that_always_fails_becomes_poison_and_unblocks_the_rest(
     assert dead[b"reason"] == b"poison"
     assert dead[b"source_id"] == evil_id
     assert b"data" not in dead and len(dead[b"data_sha256"]) == 64
-    assert client.xpending(settings.input_stream, settings.group)["pending"] == 0
+    for keys in Keys.every_partition(settings):
+        assert client.xpending(keys.input_stream, keys.group)["pending"] == 0
 
 
 def test_a_worker_started_while_the_server_restarts_waits_for_it(
