@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from redis import Redis as SyncRedis
@@ -50,7 +50,13 @@ class SinkRunner:
     """Reads the output stream for one sink and acks only what the sink made durable."""
 
     def __init__(
-        self, client: Redis, settings: Settings, keys: Keys, sink: Sink, consumer: str
+        self,
+        client: Redis,
+        settings: Settings,
+        keys: Keys,
+        sink: Sink,
+        consumer: str,
+        may_lead: Callable[[], bool] = lambda: True,
     ) -> None:
         self.client = client
         self.sink = sink
@@ -63,6 +69,7 @@ class SinkRunner:
         self._lease = client.register_script(_LEASE_LUA)
         self._release = client.register_script(RELEASE_LUA)
         self._leader = False
+        self._may_lead = may_lead  # False while another worker serves this partition
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set (then it writes out what it holds and returns). A failed
@@ -91,8 +98,9 @@ class SinkRunner:
     async def _run_connected(self, stop: asyncio.Event) -> None:
         await create_group(self.client, self.keys.output_stream, self.group)
         while not stop.is_set():
-            if await self.client.exists(self.keys.sink_pause(self.sink.name)):
-                await self._yield_lease()  # `tagger compact` asked for the files
+            paused = await self.client.exists(self.keys.sink_pause(self.sink.name))
+            if paused or not self._may_lead():
+                await self._yield_lease()  # `tagger compact` asked, or another worker serves it
                 await asyncio.sleep(0.2)
                 continue
             if not await self._hold_lease():

@@ -16,6 +16,11 @@ def partition_of(user_id: str, partitions: int) -> int:
     return zlib.crc32(user_id.encode()) % partitions
 
 
+def workers_key(settings: Settings, role: str) -> str:
+    """Sorted set of the live workers of one role ("tag", "sinks"); see tagger/membership.py."""
+    return f"{settings.state_prefix}:workers:{settings.group}:{role}"
+
+
 def partition_name(name: str, settings: Settings, partition: int) -> str:
     """`name` as partition `partition` calls it: unchanged without hash tags."""
     return f"{name}:{{p{partition}}}" if settings.hash_tagged else name

@@ -32,7 +32,9 @@ from tagger.control import handle_request
 from tagger.endpoint import Endpoint, Response
 from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS, GroupMissing, WorkerFailed
 from tagger.health import consumer_groups, group_backlog, readiness
-from tagger.keys import Keys
+from tagger.keys import Keys, workers_key
+from tagger.membership import beat, leave
+from tagger.membership import share as membership_share
 from tagger.metrics import Metrics
 from tagger.raw import documented_as, raw_decoder, raw_parser
 from tagger.report import BatchReport, count_fields
@@ -113,6 +115,9 @@ class Worker:
         self.endpoint_port: int | None = None
         self._report = BatchReport()
         self._lanes: list[Lane] = []  # by partition, once connected
+        self._subscribers: dict[int, list[Any]] = {}  # partition -> its input and control
+        self._tagging_share = set(range(settings.partitions))  # partitions served now
+        self._sinks_share = set(range(settings.partitions))
         self._tasks: list[asyncio.Task[None]] = []
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -137,22 +142,24 @@ class Worker:
         async def handle_control(message: dict[str, Any]) -> None:
             await self._handle_control(self._lanes[p], message)
 
-        self._raw_subscriber(
-            k.input_stream,
-            documented_as(handle, A3CPMessage, "handle"),
-            batch=True,
-            max_records=self.settings.batch_size,
-            title=k.input_stream,
-            description="A3CPMessage JSON in entry field `data` (or FastStream's `__data__`), "
-            "read by the tagger's consumer group in batches.",
-        )
-        self._raw_subscriber(
-            k.control_stream,
-            documented_as(handle_control, SessionControlRequest, "handle_control"),
-            title=k.control_stream,
-            description="Explicit session start/end requests, JSON in field `data`; "
-            f"each is answered on {k.control_replies}.",
-        )
+        self._subscribers[p] = [
+            self._raw_subscriber(
+                k.input_stream,
+                documented_as(handle, A3CPMessage, "handle"),
+                batch=True,
+                max_records=self.settings.batch_size,
+                title=k.input_stream,
+                description="A3CPMessage JSON in entry field `data` (or FastStream's `__data__`), "
+                "read by the tagger's consumer group in batches.",
+            ),
+            self._raw_subscriber(
+                k.control_stream,
+                documented_as(handle_control, SessionControlRequest, "handle_control"),
+                title=k.control_stream,
+                description="Explicit session start/end requests, JSON in field `data`; "
+                f"each is answered on {k.control_replies}.",
+            ),
+        ]
         # The session script writes these streams itself (atomically with the session state);
         # the publishers only declare them, for docs/asyncapi.yaml.
         outputs = [
@@ -182,7 +189,7 @@ class Worker:
         title: str,
         description: str,
         **options: Any,
-    ) -> None:
+    ) -> Any:
         stream = StreamSub(
             stream_name,
             group=self.settings.group,
@@ -193,14 +200,16 @@ class Worker:
         )
         # The script acks each entry itself, atomically with its effects: MANUAL keeps
         # FastStream from acking, and the raw parser skips its JSON re-encoding.
-        self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             stream=stream,
             parser=raw_parser,
             decoder=raw_decoder,
             ack_policy=AckPolicy.MANUAL,
             title=title,
             description=description,
-        )(handler)
+        )
+        subscriber(handler)
+        return subscriber
 
     async def run(self) -> Counts:
         """Run until stopped (or, in burst mode, until the input is drained and written)."""
@@ -287,8 +296,19 @@ class Worker:
             self._start_task(self._sweep_forever(), self._tasks)
             self._start_task(self._trim_forever(), self._tasks)
         client = await self.broker.connect()
+        if self.settings.partitions > 1:
+            await self._balance()  # before the sinks start, so they lead only their share
+            self._start_task(self._balance_forever(), self._tasks)
         for keys, sink in self.sinks:
-            runner = SinkRunner(client, self.settings, keys, sink, self.consumer)
+            p = keys.partition
+            runner = SinkRunner(
+                client,
+                self.settings,
+                keys,
+                sink,
+                self.consumer,
+                may_lead=lambda p=p: p in self._sinks_share,  # type: ignore[misc]
+            )
             self._start_task(runner.run(self._stopping), self._sink_tasks)
         if self.burst:
             self._start_task(self._exit_when_drained(), self._tasks)
@@ -319,6 +339,53 @@ class Worker:
                 log.warning("task %s did not stop in %.0f s; cancelling it", task, STOP_TIMEOUT_S)
                 task.cancel()
         await self.endpoint.close()
+
+    def _roles(self) -> list[tuple[str, bool]]:
+        return [("tag", self.tagging), ("sinks", bool(self.sinks))]
+
+    async def _balance(self) -> None:
+        """Serve this worker's share of the partitions (tagger/membership.py)."""
+        client = await self.broker.connect()
+        ttl_ms = self.settings.sink_lease_ms
+        partitions = self.settings.partitions
+        for role, active in self._roles():
+            if not active:
+                continue
+            live = await beat(client, workers_key(self.settings, role), self.consumer, ttl_ms)
+            share = membership_share(live, self.consumer, partitions)
+            if role == "sinks":
+                self._sinks_share = share
+                continue
+            for p in sorted(self._tagging_share - share):
+                for subscriber in self._subscribers[p]:
+                    await subscriber.stop()
+            for p in sorted(share - self._tagging_share):
+                for subscriber in self._subscribers[p]:
+                    await subscriber.start()
+            if share != self._tagging_share:
+                log.info(
+                    "%d workers: tagging partitions %s of %d",
+                    len(live),
+                    sorted(share),
+                    partitions,
+                    extra={"partitions": sorted(share), "workers": len(live)},
+                )
+            self._tagging_share = share
+
+    async def _balance_forever(self) -> None:
+        client = await self.broker.connect()
+        while not self._stopping.is_set():
+            await self._pause(self.settings.sink_lease_ms / 3000)
+            if self._stopping.is_set():
+                break
+            try:
+                await self._balance()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("renewing this worker's heartbeat failed (%s); will retry", exc)
+        for role, active in self._roles():
+            if active:
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    await leave(client, workers_key(self.settings, role), self.consumer)
 
     async def _handle(self, lane: Lane, batch: dict[str, Any]) -> None:
         entries = list(zip(batch["message_ids"], batch["data"], strict=True))

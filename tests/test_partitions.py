@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
@@ -19,6 +20,7 @@ from tests.conftest import (
     tagged,
     tagger_cmd,
     tagger_env,
+    wait_for,
 )
 from tests.test_recovery import T0, backlog_events, check_exactly_once
 
@@ -164,3 +166,37 @@ def test_compact_keeps_one_file_per_partition(
     run_burst(settings)
     records = ds.dataset(day, format="parquet").to_table().column("record_id").to_pylist()
     assert len(records) == len(set(records)) == before.num_rows + len(users)
+
+
+def test_workers_divide_the_partitions_and_take_over_from_a_dead_one(
+    client: Redis, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = make_settings(partitions=2, sink_lease_ms=600, claim_idle_ms=500)
+    env = tagger_env(settings)
+    logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+    workers = []
+    for n, log in enumerate(logs):
+        worker_env = {**env, "TAGGER_CONSUMER": f"worker{n}", "TAGGER_LOG_FORMAT": "json"}
+        with log.open("wb") as out:
+            workers.append(subprocess.Popen(tagger_cmd("run"), env=worker_env, stderr=out))
+    try:
+
+        def shares(log: Path) -> list[list[int]]:
+            lines = [orjson.loads(line) for line in log.read_bytes().splitlines() if line]
+            return [line["partitions"] for line in lines if "partitions" in line]
+
+        # Each ends up serving one partition of its own (the split follows the names).
+        wait_for(lambda: [shares(log)[-1:] for log in logs] == [[[0]], [[1]]])
+        events = backlog_events(n_users=20, per_user=50, timeout_s=settings.session_timeout_s)
+        publish(client, settings, events[:500])
+        wait_for(lambda: len(tagged(client, settings)) == 500)
+        workers[0].kill()  # its heartbeat lapses; worker1 takes partition 0 over
+        workers[0].wait()
+        wait_for(lambda: shares(logs[1])[-1] == [0, 1])
+        publish(client, settings, events[500:])
+        wait_for(lambda: len(tagged(client, settings)) == len(events))
+    finally:
+        for worker in workers:
+            worker.terminate()
+        assert workers[1].wait(timeout=60) == 0, logs[1].read_text()[-3000:]
+    check_exactly_once(client, settings, events)
