@@ -359,6 +359,7 @@ class Worker:
             for p in sorted(self._tagging_share - share):
                 for subscriber in self._subscribers[p]:
                     await subscriber.stop()
+                await self._finish_own_pending(self._lanes[p])
             for p in sorted(share - self._tagging_share):
                 for subscriber in self._subscribers[p]:
                     await subscriber.start()
@@ -371,6 +372,26 @@ class Worker:
                     extra={"partitions": sorted(share), "workers": len(live)},
                 )
             self._tagging_share = share
+
+    async def _finish_own_pending(self, lane: Lane) -> None:
+        """Tag what this worker read from a partition it no longer serves (a read cut off
+        by the stop leaves entries pending here): the next server of the partition would
+        otherwise wait TAGGER_CLAIM_IDLE_MS for them."""
+        client = await self.broker.connect()
+        while True:
+            reply: Any = await client.xreadgroup(
+                lane.keys.group,
+                self.consumer,
+                {lane.keys.input_stream: "0"},  # "0": this consumer's own pending entries
+                count=self.settings.batch_size,
+            )
+            entries = [(i, f) for i, f in (reply[0][1] if reply else []) if f is not None]
+            if not entries:
+                return
+            try:
+                await self._tag_with_retry(lane, entries)
+            except OlderEntriesPending:
+                return  # older entries are held elsewhere: the claimer takes these later
 
     async def _balance_forever(self) -> None:
         client = await self.broker.connect()

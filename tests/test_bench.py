@@ -30,3 +30,9 @@ def test_latency_bench_prints_percentiles() -> None:
 def test_memory_bench_prints_growth() -> None:
     (line,) = bench("bench.memory", "--events", "20000", "--users", "20")
     assert line["rss_mb_at_end"] > 0 and "growth_pct" in line
+
+
+def test_scale_bench_prints_one_and_two_workers() -> None:
+    lines = bench("bench.scale", "--events", "2000", "--users", "20", "--rounds", "1")
+    assert [line.get("workers") for line in lines[:-1]] == [1, 2]
+    assert lines[-1]["median_ratio_two_to_one"] > 0
