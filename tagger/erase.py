@@ -17,6 +17,7 @@ from exporters.paths import user_log_dir
 from exporters.runner import sinks_paused
 from tagger.intake import payload_of
 from tagger.keys import Keys
+from tagger.registry import user_partition
 
 Fields = dict[bytes, bytes]
 _CHUNK = 1000
@@ -29,7 +30,7 @@ def erase_user(
     in the user's partition; entries are looked for in every partition (a producer that
     published to the wrong one left them there, dead-lettered)."""
     user_log_dir(data_dir, user_id)  # refuses what is not a user id, before any change
-    (home,) = [k for k in partitions if k.owns(user_id)]
+    home = user_partition(partitions, user_id)
     with sinks_paused(client, partitions, list(SINK_NAMES), "erase"):
         report = _erase_state(client, home, user_id)
         theirs = _by_user(user_id)
