@@ -11,6 +11,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from exporters.replicas import ReplicaGate, ReplicasBehind
 from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS, TaggerError
 from tagger.keys import Keys
 from tagger.settings import Settings
@@ -70,27 +71,40 @@ class SinkRunner:
         self._release = client.register_script(RELEASE_LUA)
         self._leader = False
         self._may_lead = may_lead  # False while another worker serves this partition
+        self._replicas = ReplicaGate(
+            client,
+            settings.redis_url,
+            keys.output_stream,
+            keys.sink_read(sink.name),
+            wait_ms=max(self.lease_ms // 3, 100),  # give up (and retry) while still leader
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set (then it writes out what it holds and returns). A failed
         write propagates: nothing unwritten is acked. A lost server connection does not:
         the runner retries with backoff and, as leader again, takes over its own pending
         entries (skipping what is already on disk)."""
+        try:
+            await self._run_retrying(stop)
+        finally:
+            await self._replicas.close()
+
+    async def _run_retrying(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
             connected_at = time.monotonic()
             try:
                 await self._run_connected(stop)
                 return
-            except TRANSIENT_ERRORS as exc:
+            except (*TRANSIENT_ERRORS, ReplicasBehind) as exc:
                 await self._lose_connection()
                 # Back off while the server stays away; start over after a good spell.
                 failures = 1 if time.monotonic() - connected_at > 30 else failures + 1
                 delay_s = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S)) - 1]
                 log.warning(
-                    "%s sink: server unreachable (%s); retrying in %.1f s",
+                    "%s sink: %s; retrying in %.1f s",
                     self.sink.name,
-                    exc,
+                    exc if isinstance(exc, ReplicasBehind) else f"server unreachable ({exc})",
                     delay_s,
                 )
                 await asyncio.sleep(delay_s)
@@ -131,6 +145,7 @@ class SinkRunner:
             block=self.block_ms,
         )
         if reply:
+            await self._replicas.confirm(reply[0][1][-1][0])
             done = await asyncio.to_thread(self.sink.add, reply[0][1], False)
         else:  # the stream is idle: a buffering sink writes out what it holds
             done = await asyncio.to_thread(self.sink.flush)
@@ -150,6 +165,7 @@ class SinkRunner:
                 count=self.batch_size,
             )
             if entries:
+                await self._replicas.confirm(entries[-1][0])
                 log.info(
                     "%s sink: took over %d entries a previous writer left",
                     self.sink.name,

@@ -23,6 +23,9 @@ COMMANDS = (
     # refused CLIENT SETINFO, which Redis 7.0 does not know)
     "multi", "exec", "ping", "select",
 )  # fmt: skip
+# A cluster client learns the slot map, and which arguments are keys, from the server;
+# the file sinks WAIT for a replica (exporters/replicas.py).
+CLUSTER_COMMANDS = ("cluster|slots", "cluster|nodes", "command", "wait")
 
 
 def key_patterns(settings: Settings) -> list[str]:
@@ -41,6 +44,7 @@ def key_patterns(settings: Settings) -> list[str]:
 
 def acl_rules(settings: Settings) -> list[str]:
     """Rules for ACL SETUSER (after `on` and the password)."""
+    commands = COMMANDS + (CLUSTER_COMMANDS if settings.cluster else ())
     return ["resetkeys", *key_patterns(settings), "resetchannels", "-@all"] + [
-        f"+{c}" for c in COMMANDS
+        f"+{c}" for c in commands
     ]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
@@ -29,7 +28,7 @@ from tagger.cli_files import (
 from tagger.cli_sessions import sessions
 from tagger.connect import async_client, sync_client
 from tagger.demo import workload
-from tagger.errors import TaggerError, server_advice
+from tagger.errors import SERVER_ERRORS, TaggerError, server_advice
 from tagger.health import Check, readiness
 from tagger.keys import Keys
 from tagger.logs import configure_logging
@@ -76,7 +75,7 @@ def run(burst: bool, no_sinks: bool, sinks_only: bool) -> None:
             console.print(summary_table(counts, time.perf_counter() - started))
     except TaggerError as exc:
         fail(str(exc))
-    except RedisError as exc:  # at start: once running, the worker rides out a lost server
+    except SERVER_ERRORS as exc:  # at start: once running, the worker rides out a lost server
         fail(f"cannot use the server {redact(url)} ({exc}); {server_advice(exc)}")
 
 
@@ -93,7 +92,7 @@ def publish(file: Path) -> None:
             sent = 0
             for sent in publish_raw(client, router(settings), jsonl_lines(file)):
                 progress.update(publishing, completed=sent)
-    except (TaggerError, RedisError) as exc:
+    except (TaggerError, *SERVER_ERRORS) as exc:
         fail(f"{exc}. Nothing after the last full chunk of 500 lines was published.")
     where = settings.input_stream + (
         f" ({settings.partitions} partitions, by user)" if settings.hash_tagged else ""
@@ -173,7 +172,7 @@ def status(once: bool, interval: float) -> None:
         asyncio.run(watch())
     except KeyboardInterrupt:
         pass
-    except RedisError as exc:
+    except SERVER_ERRORS as exc:
         fail(f"server {redact(url)} does not answer ({exc}); {server_advice(exc)}")
 
 

@@ -8,7 +8,6 @@ from typing import Literal
 
 import click
 import orjson
-from redis.exceptions import RedisError
 
 from exporters.bundle import export_bundle, import_bundle, imported_events, read_events
 from exporters.compact import compact
@@ -16,7 +15,7 @@ from exporters.dataset import build_dataset
 from tagger.cli_common import console, fail, load_settings, progress_bar
 from tagger.connect import sync_client
 from tagger.erase import erase_user
-from tagger.errors import TaggerError
+from tagger.errors import SERVER_ERRORS, TaggerError
 from tagger.keys import Keys
 from tagger.server import redis_url
 from tagger.times import parse_time
@@ -102,7 +101,7 @@ def replay(session_id: str, to_stream: str, fast: bool, speed: float) -> None:
                 previous = moment or previous
                 client.xadd(to_stream, {"data": orjson.dumps(event)})
                 bar.advance(task)
-    except (TaggerError, RedisError) as exc:
+    except (TaggerError, *SERVER_ERRORS) as exc:
         fail(str(exc))
     console.print(f"replayed {len(events)} events of {session_id} to {to_stream}")
 
@@ -155,7 +154,7 @@ def compact_command(date: str | None) -> None:
     try:
         with redis_url(settings) as url, sync_client(url) as client:
             report = compact(client, Keys.every_partition(settings), settings.data_dir, date)
-    except (TaggerError, RedisError, OSError) as exc:
+    except (TaggerError, *SERVER_ERRORS, OSError) as exc:
         fail(str(exc))
     for line in report:
         console.print(
@@ -177,7 +176,7 @@ def erase_command(user_id: str, yes: bool, as_json: bool) -> None:
     try:
         with redis_url(settings) as url, sync_client(url) as client:
             report = erase_user(client, Keys.every_partition(settings), settings.data_dir, user_id)
-    except (TaggerError, RedisError, OSError) as exc:
+    except (TaggerError, *SERVER_ERRORS, OSError) as exc:
         fail(f"{exc}. What was removed stays removed; run the same command again to finish.")
     if as_json:
         click.echo(orjson.dumps({"user_id": user_id, **report}).decode())

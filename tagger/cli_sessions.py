@@ -8,13 +8,12 @@ from typing import Any
 import click
 import orjson
 from redis import Redis
-from redis.exceptions import RedisError
 from rich.table import Table
 
 from tagger.cli_common import console, fail, load_settings
 from tagger.connect import sync_client
 from tagger.control import request
-from tagger.errors import TaggerError
+from tagger.errors import SERVER_ERRORS, TaggerError
 from tagger.keys import Keys
 from tagger.registry import get_session, list_sessions, validate
 from tagger.server import redis_url
@@ -26,7 +25,7 @@ def _registry() -> Iterator[tuple[Redis, list[Keys]]]:
     try:
         with redis_url(settings) as url, sync_client(url) as client:
             yield client, Keys.every_partition(settings)
-    except (TaggerError, RedisError) as exc:
+    except (TaggerError, *SERVER_ERRORS) as exc:
         fail(str(exc))
 
 

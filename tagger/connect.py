@@ -25,6 +25,18 @@ def node_url(url: str) -> str:
     return f"{scheme.removesuffix('+cluster')}://{rest}"
 
 
+def primary_client(url: str, host: str, port: int) -> AsyncRedis:
+    """One connection to one node of the cluster `url` names (same credentials and TLS):
+    for the commands that must share a connection, like a write and the WAIT after it."""
+    scheme, rest = node_url(url).split("://", 1)
+    rest, _, query = rest.partition("?")
+    userinfo = rest.rpartition("@")[0]
+    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+    return AsyncRedis.from_url(
+        f"{scheme}://{netloc}" + (f"?{query}" if query else ""), single_connection_client=True
+    )
+
+
 # The cluster clients offer the same commands as the single-server ones; they are typed as
 # those so that the code using them needs no union type.
 

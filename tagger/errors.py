@@ -34,6 +34,10 @@ TRANSIENT_ERRORS = (
 )
 RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
+# Everything the client library raises about the server. redis-py's cluster client raises
+# RedisClusterException, which is not a RedisError, when it cannot learn the slot map.
+SERVER_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException)
+
 
 def server_advice(exc: Exception) -> str:
     """What to do when the server cannot be used, for the end of an error message."""
@@ -42,4 +46,9 @@ def server_advice(exc: Exception) -> str:
             "the server's certificate is not trusted: name its CA in the URL, "
             "rediss://host:port?ssl_ca_certs=/path/to/ca.pem"
         )
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, redis_errors.NoPermissionError) or "no permissions" in str(cause):
+        return "grant the user the rules `tagger acl` prints (on every node of a cluster)"
+    if "Cluster mode is not enabled" in str(exc):
+        return "the URL names a cluster but the server is a single one: use redis://"
     return "start the server or fix TAGGER_REDIS_URL"

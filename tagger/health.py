@@ -7,7 +7,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from tagger.errors import GroupMissing, server_advice
+from tagger.errors import SERVER_ERRORS, GroupMissing, server_advice
 from tagger.keys import Keys
 
 
@@ -61,7 +61,7 @@ async def readiness(
     """Every check, passed or not; the server check alone when the server does not answer."""
     try:
         await client.ping()
-    except redis_errors.RedisError as exc:
+    except SERVER_ERRORS as exc:
         return [Check("server", False, f"{exc}; {server_advice(exc)}")]
     checks = [Check("server", True, "answers PING")]
     sink_groups = {partitions[0].sink_group(s): s for s in sink_names}

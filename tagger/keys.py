@@ -95,6 +95,10 @@ class Keys:
         """While this key exists the sink writes nothing and gives up its lease."""
         return f"{self.session_prefix.removesuffix('session:')}sink:{sink}:pause"
 
+    def sink_read(self, sink: str) -> str:
+        """The last id a sink read (written where a WAIT for replicas can cover it)."""
+        return f"{self.session_prefix.removesuffix('session:')}sink:{sink}:read"
+
     def session(self, session_id: str) -> str:
         return self.session_prefix + session_id
 

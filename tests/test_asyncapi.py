@@ -15,7 +15,7 @@ from redis import Redis
 from schemas.control import ControlReply
 from schemas.wire import DeadLetter, SessionEnd, SessionStart, TaggedMessage
 from tagger.times import iso_ms
-from tests.conftest import SettingsFactory, event, publish, run_burst
+from tests.conftest import SettingsFactory, event, publish, run_burst, streams
 
 DOCUMENT = Path(__file__).parent.parent / "docs" / "asyncapi.yaml"
 REGENERATE = "faststream docs gen --yaml --factory tagger.asyncapi:app -o docs/asyncapi.yaml"
@@ -72,8 +72,8 @@ def test_real_output_matches_the_documented_schemas(
         "is_training_data": True,
         "training_intent_label": "yes",
     }
-    client.xadd(settings.control_stream, {"data": orjson.dumps(start)})
-    client.xadd(settings.control_stream, {"data": b'{"action": "end"}'})  # refused
+    client.xadd(streams(settings).control_stream, {"data": orjson.dumps(start)})
+    client.xadd(streams(settings).control_stream, {"data": b'{"action": "end"}'})  # refused
     run_burst(settings, sinks=False)
 
     kinds: dict[str, type[BaseModel]] = {
@@ -82,15 +82,15 @@ def test_real_output_matches_the_documented_schemas(
         "session.end": SessionEnd,
     }
     seen = set()
-    for _id, fields in client.xrange(settings.output_stream):
+    for _id, fields in client.xrange(streams(settings).output_stream):
         kind = fields[b"kind"].decode()
         kinds[kind].model_validate_json(fields[b"data"])
         seen.add(kind)
     assert seen == set(kinds)
-    dead = [_text(f) for _id, f in client.xrange(settings.dead_letter_stream)]
+    dead = [_text(f) for _id, f in client.xrange(streams(settings).dead_letter_stream)]
     TypeAdapter(list[DeadLetter]).validate_python(dead)
     assert {d["reason"] for d in dead} == {"invalid_json", "raw_media"}
-    replies = [_text(f) for _id, f in client.xrange(f"{settings.control_stream}:replies")]
+    replies = [_text(f) for _id, f in client.xrange(f"{streams(settings).control_stream}:replies")]
     TypeAdapter(list[ControlReply]).validate_python(replies)
     assert [r["status"] for r in replies] == ["ok", "error"], replies
 

@@ -20,6 +20,7 @@ from tests.conftest import (
     output,
     publish,
     run_burst,
+    streams,
     tagged,
     tagger_cmd,
     tagger_env,
@@ -117,8 +118,8 @@ def test_import_and_replay_reproduce_the_session(
             "state_prefix": settings.state_prefix + ":again",
         }
     )
-    cli("replay", sid, "--to-stream", again.input_stream, "--fast")
-    replayed = [orjson.loads(f[b"data"]) for _, f in client.xrange(again.input_stream)]
+    cli("replay", sid, "--to-stream", streams(again).input_stream, "--fast")
+    replayed = [orjson.loads(f[b"data"]) for _, f in client.xrange(streams(again).input_stream)]
     assert replayed == sent  # as first published: no tagger fields
     run_burst(again, sinks=False)
     assert observed_partition(tagged(client, again)) == observed_partition(

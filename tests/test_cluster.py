@@ -1,6 +1,7 @@
 """The tagger on a real local Redis Cluster (three primaries, three replicas; tests/cluster.py):
 the behaviour of one server, and a failover of the primary holding a partition mid-run."""
 
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from redis import Redis
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
 
 from exporters.paths import session_log_path
 from tagger.connect import sync_client
@@ -150,3 +152,98 @@ def test_failover_of_a_partitions_primary_mid_run_loses_and_doubles_nothing(
     assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
     assert at_kill < cluster_client.xlen(victim.output_stream)  # killed mid-partition
     check_exactly_once(cluster_client, settings, events)
+
+
+def stored_record_ids(settings: Settings) -> tuple[list[str], list[str]]:
+    """record_ids of the messages in the JSONL logs and in the Parquet files (duplicates
+    kept: they are what is looked for)."""
+    import pyarrow.parquet as pq
+
+    jsonl = []
+    for path in (settings.data_dir / "logs").rglob("*.jsonl"):
+        for line in path.read_bytes().splitlines():
+            event = orjson.loads(line)["event"]
+            if event.get("kind", "message") == "message":
+                jsonl.append(event["record_id"])
+    parquet: list[str] = []
+    for path in (settings.data_dir / "parquet" / "events").rglob("part-*.parquet"):
+        table = pq.read_table(path, columns=["kind", "record_id"])
+        kinds, ids = table["kind"].to_pylist(), table["record_id"].to_pylist()
+        parquet += [rid for kind, rid in zip(kinds, ids, strict=True) if kind == "message"]
+    return jsonl, parquet
+
+
+def output_ids(client: Redis, keys: Keys) -> dict[str, bytes]:
+    """record_id -> output stream id of each tagged message."""
+    return {
+        orjson.loads(f[b"data"])["record_id"]: i
+        for i, f in client.xrange(keys.output_stream)
+        if f[b"kind"] == b"message"
+    }
+
+
+def quietly(condition: Any) -> Any:
+    """`condition` for wait_for that counts a cluster mid-failover as "not yet"."""
+
+    def check() -> Any:
+        try:
+            return condition()
+        except (RedisError, RedisClusterException):
+            return False
+
+    return check
+
+
+def test_files_keep_nothing_a_failover_took_back(
+    tmp_path: Path, make_settings: SettingsFactory
+) -> None:
+    """The tagger tags a batch on a primary whose replica lags (SIGSTOP), the primary dies:
+    the promoted replica has the input but not the tagging, so the batch is tagged again.
+    The sinks must not have stored the first copy, or the files would hold it twice."""
+    cluster = LocalCluster(tmp_path / "cluster")  # its own: this test kills a primary
+    cluster.start()
+    settings = make_settings(redis_url=cluster.url, claim_idle_ms=500, sink_lease_ms=3000)
+    keys = Keys.from_settings(settings)
+    events = backlog_events(n_users=10, per_user=40, timeout_s=settings.session_timeout_s)
+    first, second = events[:200], events[200:]
+    client = sync_client(cluster.url)
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=log)
+    try:
+        publish_replicated(cluster, settings, first)
+        wait_for(lambda: all(len(ids) == len(first) for ids in stored_record_ids(settings)))
+
+        primary = cluster.primary_for(keys.input_stream)
+        replica = cluster.replica_of(primary)
+        worker.send_signal(signal.SIGSTOP)  # the input reaches the replica, the tagging not
+        publish_replicated(cluster, settings, second)
+        cluster.pause(replica)
+        # 32 MB more than the kernel's socket buffers hold: what comes after it (the
+        # tagging) stays in the primary's memory and dies with it.
+        client.set(keys.input_stream + ":filler", b"x" * (32 << 20))
+        worker.send_signal(signal.SIGCONT)
+        wait_for(lambda: len(tagged(client, settings)) == len(events))  # on the primary alone
+        first_ids = output_ids(client, keys)
+        time.sleep(2.0)  # ample time for a sink to store it, had it not waited for a replica
+        stored_before = {e["record_id"] for e in first}
+        assert all(set(ids) == stored_before for ids in stored_record_ids(settings))
+
+        cluster.kill(primary)
+        cluster.resume(replica)
+        assert cluster.wait_for_failover(keys.input_stream) == replica
+        everything = {e["record_id"] for e in events}
+        wait_for(quietly(lambda: len(tagged(client, settings)) == len(events)), timeout_s=120)
+        retagged = {r for r, i in output_ids(client, keys).items() if first_ids[r] != i}
+        assert retagged == {e["record_id"] for e in second}  # the failover took them back
+        wait_for(lambda: all(set(ids) == everything for ids in stored_record_ids(settings)))
+        assert worker.poll() is None, "the worker exited"
+    finally:
+        worker.terminate()
+        code = worker.wait(timeout=60)
+        log.close()
+        client.close()
+        cluster.stop()
+    assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    jsonl, parquet = stored_record_ids(settings)
+    assert sorted(jsonl) == sorted(parquet) == sorted(everything)  # each once
+    assert "no replica confirmed" in (tmp_path / "worker.log").read_text()  # the sinks waited

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from redis import Redis
 
 from exporters.dataset import build_dataset
-from tests.conftest import SettingsFactory, event, publish, run_burst, tagged
+from tests.conftest import SettingsFactory, event, publish, run_burst, streams, tagged
 
 T0 = 1_750_000_000_000
 
@@ -30,7 +30,7 @@ def test_splits_training_filter_and_manifest(
         "is_training_data": True,
         "training_intent_label": "help",
     }
-    client.xadd(settings.control_stream, {"data": orjson.dumps(start)})
+    client.xadd(streams(settings).control_stream, {"data": orjson.dumps(start)})
     run_burst(settings)
     users = [f"user{n:02d}" for n in range(12)]
     publish(client, settings, [event(u, T0 + i * 1000) for u in users for i in range(5)])

@@ -9,7 +9,15 @@ from redis import Redis
 
 from tagger.keys import Keys
 from tagger.settings import Settings
-from tests.conftest import SettingsFactory, event, publish, tagger_cmd, tagger_env, wait_for
+from tests.conftest import (
+    SettingsFactory,
+    event,
+    publish,
+    streams,
+    tagger_cmd,
+    tagger_env,
+    wait_for,
+)
 from tests.test_lifecycle import running_workers
 
 T0 = 1_750_000_000_000
@@ -51,7 +59,9 @@ def test_erase_removes_one_user_everywhere_and_nobody_else(
         wait_for(lambda: parquet_rows(settings, "ben02") == len(ben) + 1)  # + its start
         wait_for(lambda: parquet_rows(settings, "ana01") >= len(ana) + 3)  # + 2 starts, 1 end
         ana_output = [
-            i for i, f in client.xrange(settings.output_stream) if f[b"user_id"] == b"ana01"
+            i
+            for i, f in client.xrange(streams(settings).output_stream)
+            if f[b"user_id"] == b"ana01"
         ]
         ana_rows = parquet_rows(settings, "ana01")
         parts = (settings.data_dir / "parquet").glob("*/**/part-*.parquet")
@@ -82,9 +92,9 @@ def test_erase_removes_one_user_everywhere_and_nobody_else(
         assert not (logs / "ana01").exists()
         assert parquet_rows(settings, "ana01") == 0
         assert parquet_rows(settings, "ben02") == len(ben) + 1
-        assert "ana01" not in stream_users(client, settings.output_stream)
-        assert "ana01" not in stream_users(client, settings.input_stream)
-        assert stream_users(client, settings.dead_letter_stream) == [broken[1]]
+        assert "ana01" not in stream_users(client, streams(settings).output_stream)
+        assert "ana01" not in stream_users(client, streams(settings).input_stream)
+        assert stream_users(client, streams(settings).dead_letter_stream) == [broken[1]]
         assert not any(client.exists(keys.session(sid)) for sid in ana_sessions)
         assert client.hget(keys.active, "ana01") is None
         assert not any(client.zscore(keys.session_index, sid) for sid in ana_sessions)

@@ -20,6 +20,7 @@ from tests.conftest import (
     output,
     publish,
     run_burst,
+    streams,
     tagger_cmd,
     tagger_env,
 )
@@ -127,7 +128,7 @@ def test_kill_9_of_the_sinks_loses_and_doubles_nothing(
     publish(client, settings, [event(u, T0 + i * 1000) for i in range(1500) for u in users])
     run_burst(settings, sinks=False)
     env = tagger_env(settings)
-    total = client.xlen(settings.output_stream)
+    total = client.xlen(streams(settings).output_stream)
     for _ in range(3):  # kill three sinks part-way through
         before = lines_on_disk(settings)
         sink = subprocess.Popen(
@@ -172,11 +173,15 @@ def test_a_failed_write_acks_nothing_and_stops_the_worker(
     assert failed.returncode == 1
     assert "nothing unstored was acked" in failed.stderr
     jsonl_group = next(
-        g for g in client.xinfo_groups(settings.output_stream) if g["name"].endswith(b"-jsonl")
+        g
+        for g in client.xinfo_groups(streams(settings).output_stream)
+        if g["name"].endswith(b"-jsonl")
     )
-    assert jsonl_group["pending"] + jsonl_group["lag"] == client.xlen(settings.output_stream)
+    assert jsonl_group["pending"] + jsonl_group["lag"] == client.xlen(
+        streams(settings).output_stream
+    )
 
     obstacle.unlink()  # the operator fixes the cause and restarts
     done = subprocess.run(tagger_cmd("run", "--burst"), env=env, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert lines_on_disk(settings) == client.xlen(settings.output_stream)  # 20 and a start
+    assert lines_on_disk(settings) == client.xlen(streams(settings).output_stream)  # 20 and a start

@@ -27,6 +27,7 @@ from tests.conftest import (
     free_port,
     publish,
     run_burst,
+    streams,
     tagged,
     tagger_cmd,
     tagger_env,
@@ -108,7 +109,9 @@ def test_metrics_health_and_json_logs_of_a_running_worker(
         assert metrics[("tagger_batch_size_sum", ())] == len(good) + 1 + len(bad)
         assert metrics[("tagger_tag_seconds_sum", ())] > 0
         lag = {k[1]: v for k, v in metrics.items() if k[0] == "tagger_consumer_lag"}
-        input_lag = [v for labels, v in lag.items() if ("stream", settings.input_stream) in labels]
+        input_lag = [
+            v for labels, v in lag.items() if ("stream", streams(settings).input_stream) in labels
+        ]
         assert input_lag == [0, 0]
         wait_for(lambda: all(v == 0 for k, v in samples(port).items() if k[0] == "tagger_sink_lag"))
         assert {k[1] for k in samples(port) if k[0] == "tagger_sink_lag"} == {
@@ -152,12 +155,12 @@ def test_ready_and_health_fail_while_a_sink_falls_behind(
     assert no_sinks.returncode == 0, no_sinks.stderr
 
     async def sink_groups_from_the_start() -> None:
-        from redis.asyncio import Redis as AsyncRedis
+        from tagger.connect import async_client
 
         assert settings.redis_url
-        aclient: Any = AsyncRedis.from_url(settings.redis_url)
+        aclient: Any = async_client(settings.redis_url)
         for sink in ("jsonl", "parquet"):
-            await create_group(aclient, settings.output_stream, f"{settings.group}-{sink}")
+            await create_group(aclient, streams(settings).output_stream, f"{settings.group}-{sink}")
         await aclient.aclose()
 
     asyncio.run(sink_groups_from_the_start())  # 21 entries behind: a start and 20 events
@@ -187,7 +190,10 @@ def test_status_shows_a_live_view_and_quits_on_q(
         assert once.returncode == 0, once.stderr
         assert re.search(r"active sessions\s+2", once.stdout)
         assert "invalid_json" in once.stdout  # the last dead letter, with its reason
-        assert re.search(rf"session-tagger on {settings.input_stream}\s+│\s+0\s+│\s+0", once.stdout)
+        assert re.search(
+            rf"session-tagger on {re.escape(streams(settings).input_stream)}\s+│\s+0\s+│\s+0",
+            once.stdout,
+        )
 
         # At a terminal it redraws until q is pressed; Ctrl-C quits cleanly too.
         at_a_terminal(settings, lambda proc, main_fd: os.write(main_fd, b"q"))

@@ -8,7 +8,7 @@ import pyarrow.dataset as ds
 from redis import Redis
 
 from tagger.settings import Settings
-from tests.conftest import SettingsFactory, event, output, publish, run_burst
+from tests.conftest import SettingsFactory, event, output, publish, run_burst, streams
 
 T0 = 1_750_000_000_000
 MINUTE_MS = 60_000
@@ -25,7 +25,7 @@ def check_each_output_entry_once(client: Redis, settings: Settings) -> None:
     stream_ids = table.column("stream_id").to_pylist()
     assert len(stream_ids) == len(set(stream_ids))
     assert sorted(stream_ids) == sorted(
-        i.decode() for i, _ in client.xrange(settings.output_stream)
+        i.decode() for i, _ in client.xrange(streams(settings).output_stream)
     )
     root = settings.data_dir / "parquet"
     assert not [p for p in root.rglob("*.tmp") if not p.name.startswith(".")]

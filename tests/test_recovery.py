@@ -17,6 +17,7 @@ from tests.conftest import (
     free_port,
     publish,
     run_burst,
+    streams,
     tagged,
     tagger_cmd,
     tagger_env,
@@ -74,9 +75,9 @@ def test_entries_of_a_dead_consumer_are_tagged_before_newer_ones(
     # be late arrivals and the boundaries would differ.
     events = [event("sofia08", T0 + m * MINUTE_MS) for m in (0, 1, 2, 20)]
     publish(client, settings, events[:3])
-    client.xgroup_create(settings.input_stream, settings.group, id="0")
+    client.xgroup_create(streams(settings).input_stream, settings.group, id="0")
     # A consumer reads the first three entries and dies without acking them.
-    client.xreadgroup(settings.group, "ghost", {settings.input_stream: ">"}, count=3)
+    client.xreadgroup(settings.group, "ghost", {streams(settings).input_stream: ">"}, count=3)
     publish(client, settings, events[3:])
 
     run_burst(settings)
@@ -135,14 +136,14 @@ def test_kill_9_mid_run_loses_and_doubles_nothing(
     env = tagger_env(settings)
     for _ in range(3):  # kill three workers part-way through
         worker = subprocess.Popen(tagger_cmd("run"), env=env, stderr=subprocess.DEVNULL)
-        out_len = client.xlen(settings.output_stream)
+        out_len = client.xlen(streams(settings).output_stream)
         deadline = time.monotonic() + 60
-        while client.xlen(settings.output_stream) < out_len + 3000:
+        while client.xlen(streams(settings).output_stream) < out_len + 3000:
             assert time.monotonic() < deadline, "the worker made no progress"
             time.sleep(0.01)
         worker.kill()
         worker.wait()
-    assert client.xlen(settings.output_stream) < len(events)
+    assert client.xlen(streams(settings).output_stream) < len(events)
     done = subprocess.run(tagger_cmd("run", "--burst"), env=env, capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     check_exactly_once(client, settings, events)
@@ -155,7 +156,7 @@ def test_sigterm_finishes_the_batch_and_exits_0(
     worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=subprocess.PIPE)
     publish(client, settings, [event() for _ in range(2000)])
     deadline = time.monotonic() + 60
-    while client.xlen(settings.output_stream) < 2000:
+    while client.xlen(streams(settings).output_stream) < 2000:
         assert worker.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     worker.send_signal(signal.SIGTERM)
@@ -170,16 +171,15 @@ def test_an_emptied_script_cache_is_refilled(
 ) -> None:
     import asyncio
 
-    from redis.asyncio import Redis as AsyncRedis
-
     from tagger.batch import BatchTagger
+    from tagger.connect import async_client
     from tagger.script import SessionScript
     from tagger.worker import ensure_group
 
     settings = make_settings()
 
     async def tag_twice_with_a_flush_between() -> int:
-        aclient = AsyncRedis.from_url(server_url)
+        aclient = async_client(server_url)
         script = SessionScript(aclient, settings)
         await ensure_group(aclient, script.keys)
         batch_tagger = BatchTagger(script)
@@ -187,7 +187,7 @@ def test_an_emptied_script_cache_is_refilled(
         for _ in range(2):
             publish(client, settings, [event()])
             entries = await aclient.xreadgroup(
-                settings.group, "c", {settings.input_stream: ">"}, count=10
+                settings.group, "c", {streams(settings).input_stream: ">"}, count=10
             )
             total += (await batch_tagger.tag(entries[0][1])).tagged
             client.script_flush()  # what a server restart without the script looks like
@@ -206,12 +206,12 @@ def test_an_entry_that_always_fails_becomes_poison_and_unblocks_the_rest(
     client.set(Keys.from_settings(settings).user_sessions("evil01"), "not a sorted set")
     events = [event("elias01", T0), event("evil01", T0), event("mira02", T0)]
     publish(client, settings, events)
-    evil_id = client.xrange(settings.input_stream)[1][0]  # before a trim removes it
+    evil_id = client.xrange(streams(settings).input_stream)[1][0]  # before a trim removes it
 
     run_burst(settings, sinks=False)
 
     assert [e["user_id"] for e in tagged(client, settings)] == ["elias01", "mira02"]
-    ((_, dead),) = client.xrange(settings.dead_letter_stream)
+    ((_, dead),) = client.xrange(streams(settings).dead_letter_stream)
     assert dead[b"reason"] == b"poison"
     assert dead[b"source_id"] == evil_id
     assert b"data" not in dead and len(dead[b"data_sha256"]) == 64

@@ -5,13 +5,13 @@ import time
 from typing import Any
 
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
 from exporters.runner import create_group
+from tagger.connect import async_client
 from tagger.keys import Keys
 from tagger.retention import trim_streams
 from tagger.settings import Settings
-from tests.conftest import SettingsFactory, event, publish, run_burst, wait_for
+from tests.conftest import SettingsFactory, event, publish, run_burst, streams, wait_for
 from tests.test_lifecycle import running_workers
 
 SINK_GROUPS = {"session-tagger-jsonl", "session-tagger-parquet"}
@@ -21,7 +21,7 @@ DAY_MS = 86_400_000
 def trim(settings: Settings, retention_ms: int) -> dict[str, int]:
     async def go() -> dict[str, int]:
         assert settings.redis_url
-        client: Any = AsyncRedis.from_url(settings.redis_url)
+        client: Any = async_client(settings.redis_url)
         try:
             keys = Keys.from_settings(settings)
             return await trim_streams(client, keys, SINK_GROUPS, retention_ms, _now_ms())
@@ -43,7 +43,7 @@ def test_input_keeps_every_entry_another_group_has_not_acked(
     client: Redis, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings()
-    stream = settings.input_stream
+    stream = streams(settings).input_stream
     publish(client, settings, [event(ts_ms=1_750_000_000_000 + i) for i in range(50)])
     published = ids(client, stream)
     client.xgroup_create(stream, "other-module", id="0")
@@ -69,25 +69,25 @@ def test_output_keeps_what_the_sinks_need_and_the_retention(
     publish(client, settings, [event(ts_ms=1_750_000_000_000 + i) for i in range(30)])
     publish(client, settings, [b"not json"])
     run_burst(settings, sinks=False)
-    output = ids(client, settings.output_stream)
+    output = ids(client, streams(settings).output_stream)
 
     async def sink_groups() -> None:
         assert settings.redis_url
-        aclient: Any = AsyncRedis.from_url(settings.redis_url)
+        aclient: Any = async_client(settings.redis_url)
         for group in SINK_GROUPS:
-            await create_group(aclient, settings.output_stream, group)
+            await create_group(aclient, streams(settings).output_stream, group)
         await aclient.aclose()
 
     asyncio.run(sink_groups())  # sinks that have stored nothing yet
     removed = trim(settings, retention_ms=0)
-    assert ids(client, settings.output_stream) == output  # all still needed by the sinks
-    assert removed[settings.dead_letter_stream] == 1  # past retention, nobody to wait for
+    assert ids(client, streams(settings).output_stream) == output  # all still needed by the sinks
+    assert removed[streams(settings).dead_letter_stream] == 1  # past retention, nobody to wait for
 
     trim(settings, retention_ms=DAY_MS)
     run_burst(settings)  # the sinks store everything
-    assert ids(client, settings.output_stream) == output  # inside the retention: kept
+    assert ids(client, streams(settings).output_stream) == output  # inside the retention: kept
     trim(settings, retention_ms=0)
-    assert ids(client, settings.output_stream) == output[-1:]
+    assert ids(client, streams(settings).output_stream) == output[-1:]
 
 
 def test_a_running_worker_trims_the_input_by_itself(
@@ -96,5 +96,5 @@ def test_a_running_worker_trims_the_input_by_itself(
     settings = make_settings(trim_interval_s=0.2)
     with running_workers(settings):
         publish(client, settings, [event(ts_ms=1_750_000_000_000 + i) for i in range(40)])
-        wait_for(lambda: client.xlen(settings.output_stream) == 41)  # a start and 40
-        wait_for(lambda: client.xlen(settings.input_stream) <= 1)
+        wait_for(lambda: client.xlen(streams(settings).output_stream) == 41)  # a start and 40
+        wait_for(lambda: client.xlen(streams(settings).input_stream) <= 1)

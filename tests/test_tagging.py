@@ -5,13 +5,14 @@ import re
 from typing import Any
 
 import orjson
-from faststream.redis import RedisBroker, StreamSub
+from faststream.redis import StreamSub
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from redis import Redis
 
+from tagger.connect import make_broker
 from tagger.publish import publish_event
 from tagger.worker import Worker
-from tests.conftest import SettingsFactory, event, publish, run_burst, tagged
+from tests.conftest import SettingsFactory, event, publish, run_burst, streams, tagged
 from tests.test_intake import BAD
 
 MINUTE_MS = 60_000
@@ -73,12 +74,12 @@ def test_each_bad_entry_is_dead_lettered_and_does_not_block_the_batch(
     good = [event(), event()]
     bad = [v if isinstance(v, bytes) else orjson.dumps(v) for v in BAD.values()]
     publish(client, settings, [good[0], *bad, good[1]])
-    input_ids = [i for i, _ in client.xrange(settings.input_stream)]
+    input_ids = [i for i, _ in client.xrange(streams(settings).input_stream)]
 
     counts = run_burst(settings)
 
     assert [e["record_id"] for e in tagged(client, settings)] == [g["record_id"] for g in good]
-    dead = client.xrange(settings.dead_letter_stream)
+    dead = client.xrange(streams(settings).dead_letter_stream)
     assert [f[b"reason"].decode() for _, f in dead] == list(BAD)
     assert [f[b"source_id"] for _, f in dead] == input_ids[1:-1]
     for (_, fields), original in zip(dead, bad, strict=True):
@@ -88,7 +89,7 @@ def test_each_bad_entry_is_dead_lettered_and_does_not_block_the_batch(
         else:
             assert fields[b"data"] == original
     assert counts.dead == len(BAD)
-    assert client.xpending(settings.input_stream, settings.group)["pending"] == 0
+    assert client.xpending(streams(settings).input_stream, settings.group)["pending"] == 0
 
 
 def test_duplicates_are_not_republished(client: Redis, make_settings: SettingsFactory) -> None:
@@ -131,17 +132,17 @@ def test_faststream_publisher_input_and_subscriber_output(
     received: list[dict[str, Any]] = []
 
     async def roundtrip() -> None:
-        broker = RedisBroker(server_url)
+        broker = make_broker(server_url)
 
         # The documented way to read the tagged stream with FastStream.
-        @broker.subscriber(stream=StreamSub(settings.output_stream, last_id="0"))
+        @broker.subscriber(stream=StreamSub(streams(settings).output_stream, last_id="0"))
         async def on_tagged(body: dict[str, Any]) -> None:
             if body.get("kind", "message") == "message":  # boundaries carry their kind
                 received.append(body)
 
         async with broker:
             await broker.start()
-            await broker.publish(sent, stream=settings.input_stream)
+            await broker.publish(sent, stream=streams(settings).input_stream)
             await Worker(settings, server_url, burst=True).run()
             for _ in range(100):
                 if received:
@@ -150,7 +151,7 @@ def test_faststream_publisher_input_and_subscriber_output(
 
     raw = None
     asyncio.run(roundtrip())
-    for _id, fields in client.xrange(settings.input_stream):
+    for _id, fields in client.xrange(streams(settings).input_stream):
         raw = fields
     assert raw is not None and b"__data__" in raw  # really the FastStream wire format
     assert BinaryMessageFormatV1.parse(raw[b"__data__"])[0]
@@ -162,5 +163,5 @@ def test_faststream_publisher_input_and_subscriber_output(
 
 def test_publish_event_helper(client: Redis, make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    publish_event(client, settings.input_stream, event())
+    publish_event(client, streams(settings).input_stream, event())
     assert run_burst(settings).tagged == 1

@@ -12,7 +12,7 @@ import trustme
 from redis import Redis
 from redis.exceptions import RedisError
 
-from tests.conftest import SettingsFactory, event, free_port, tagger_cmd, tagger_env
+from tests.conftest import SettingsFactory, event, free_port, streams, tagger_cmd, tagger_env
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -72,7 +72,7 @@ def test_rediss_with_the_servers_ca_works_end_to_end(
         done = subprocess.run(tagger_cmd(*args), env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     with Redis.from_url(f"rediss://127.0.0.1:{port}", ssl_ca_certs=str(ca)) as client:
-        assert client.xlen(settings.output_stream) == 6  # a session.start and the 5 events
+        assert client.xlen(streams(settings).output_stream) == 6  # a session.start and the 5 events
 
 
 @pytest.mark.parametrize("command", [("health",), ("run", "--burst")])
