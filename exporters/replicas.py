@@ -7,7 +7,7 @@ as well, so on a cluster a sink waits until a replica has what it read before st
 
 WAIT counts only the writes of the connection that sends it, and the cluster client spreads
 commands over several connections, so the gate keeps one connection of its own to the
-partition's primary: a small write there (the last id read, under the sink's lease key)
+partition's primary: a small write there (the last id read, in the sink's `:read` key)
 comes after everything the sink read, and `WAIT 1` on that connection covers it all."""
 
 from typing import Any

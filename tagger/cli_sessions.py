@@ -106,19 +106,34 @@ def validate_command(user: str, session_id: str) -> None:
         click.echo(validate(client, keys, user, session_id))
 
 
+WAIT_OPTION = click.option(
+    "--wait",
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for a running tagger's reply.",
+)
+
+
 @sessions.command()
 @click.option("--user", required=True)
 @click.option("--performer", default="cli", show_default=True, help="Who asks (performer_id).")
 @click.option("--notes", help="session_notes")
 @click.option("--training-label", help="Marks a training session with this intent label.")
 @click.option("--supersede", is_flag=True, help="End the active session and start a new one.")
+@WAIT_OPTION
 def start(
-    user: str, performer: str, notes: str | None, training_label: str | None, supersede: bool
+    user: str,
+    performer: str,
+    notes: str | None,
+    training_label: str | None,
+    supersede: bool,
+    wait: float,
 ) -> None:
     """Start a session for a user (returns the active one if there is one)."""
     _ask(
         "start",
         user,
+        wait,
         performer_id=performer,
         session_notes=notes,
         is_training_data=bool(training_label),
@@ -131,15 +146,16 @@ def start(
 @click.argument("session_id")
 @click.option("--user", required=True)
 @click.option("--performer", default="cli", show_default=True, help="Who asks (performer_id).")
-def end(session_id: str, user: str, performer: str) -> None:
+@WAIT_OPTION
+def end(session_id: str, user: str, performer: str, wait: float) -> None:
     """End a user's active session."""
-    _ask("end", user, performer_id=performer, session_id=session_id)
+    _ask("end", user, wait, performer_id=performer, session_id=session_id)
 
 
-def _ask(action: str, user: str, **fields: Any) -> None:
+def _ask(action: str, user: str, wait_s: float, **fields: Any) -> None:
     with _registry() as (client, keys):
         try:
-            reply = request(client, keys, action, user, **fields)
+            reply = request(client, keys, action, user, timeout_s=wait_s, **fields)
         except TaggerError as exc:
             fail(str(exc))
     if reply.status != "ok":

@@ -354,7 +354,7 @@ def test_cli_start_and_end(client: Redis, make_settings: SettingsFactory) -> Non
 def test_cli_start_without_a_running_tagger_says_what_to_do(make_settings: SettingsFactory) -> None:
     env = tagger_env(make_settings())
     done = subprocess.run(
-        tagger_cmd("sessions", "start", "--user", "elias01"),
+        tagger_cmd("sessions", "start", "--user", "elias01", "--wait", "1"),
         env=env,
         capture_output=True,
         text=True,
@@ -362,3 +362,4 @@ def test_cli_start_without_a_running_tagger_says_what_to_do(make_settings: Setti
     )
     assert done.returncode == 1
     assert "tagger run" in done.stderr
+    assert "within 1 s" in done.stderr
