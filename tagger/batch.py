@@ -4,6 +4,8 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
 from tagger.errors import TaggerError
 from tagger.intake import Accepted, Rejected, check_entry, payload_of, without_bytes
 from tagger.keys import partition_of
@@ -57,6 +59,13 @@ class BatchTagger:
     async def tag(self, entries: Sequence[Entry]) -> Counts:
         """Tag entries (in stream order) read from the input stream; returns this batch's
         counts, or raises OlderEntriesPending and changes nothing."""
+        return await self._apply(entries, *self._check(entries))
+
+    def _check(
+        self, entries: Sequence[Entry]
+    ) -> tuple[list[list[str | int]], list[bytes], list[Rejected]]:
+        """Validate entries: (per accepted event its script values, their heads, the
+        rejected)."""
         accepted: list[Accepted] = []
         rejected: list[Rejected] = []
         for entry_id, fields in entries:
@@ -67,11 +76,19 @@ class BatchTagger:
                 accepted.append(result)
             else:
                 rejected.append(result)
-        events: list[bytes | str | int] = []
-        for a in accepted:
-            events += [a.entry_id, a.user_id, a.record_id, a.ts_ms, a.head]
-            events += [a.upstream_session_id, a.modality, a.source]
-        return await self._apply(entries, len(accepted), events, rejected)
+        meta: list[list[str | int]] = [
+            [
+                a.entry_id.decode(),
+                a.user_id,
+                a.record_id,
+                a.ts_ms,
+                a.upstream_session_id,
+                a.modality,
+                a.source,
+            ]
+            for a in accepted
+        ]
+        return meta, [a.head for a in accepted], rejected
 
     def _misrouted(self, event: Accepted, raw: bytes) -> Rejected:
         # Tagging it here would give the user sessions in two partitions at once.
@@ -88,17 +105,18 @@ class BatchTagger:
     async def reject(self, entries: Sequence[Entry], reason: str, detail: str) -> Counts:
         """Dead-letter entries as they are (hash and length kept, not the bytes)."""
         rejected = [without_bytes(i, payload_of(f) or b"", reason, detail) for i, f in entries]
-        return await self._apply(entries, 0, [], rejected)
+        return await self._apply(entries, [], [], rejected)
 
     async def _apply(
         self,
         entries: Sequence[Entry],
-        n_events: int,
-        events: list[bytes | str | int],
+        meta: list[list[str | int]],
+        heads: list[bytes],
         rejected: list[Rejected],
     ) -> Counts:
         # Entries come in stream order, so the first and last ids bound the batch.
-        args: list[bytes | str | int] = [entries[0][0], entries[-1][0], n_events, *events]
+        args: list[bytes | str | int] = [entries[0][0], entries[-1][0], len(meta)]
+        args += [orjson.dumps(meta), *heads]
         for r in rejected:
             dead_fields = r.stream_fields()
             args += [r.entry_id, len(dead_fields), *dead_fields]

@@ -251,9 +251,11 @@ local function already_tagged(record_ids)
 end
 
 local function tag(args)
-  -- args: first and last entry id of the batch, event count, then per event 8 values:
-  -- entry_id, user_id, record_id, ts_ms, head, upstream_session_id, modality, source;
-  -- then per dead letter: entry_id, field count, field, value, ...
+  -- args: first and last entry id of the batch, event count, a JSON array with per event
+  -- [entry_id, user_id, record_id, ts_ms, upstream_session_id, modality, source], then
+  -- each event's head; then per dead letter: entry_id, field count, field, value, ...
+  -- (One JSON argument instead of seven per event: the client spent more time packing
+  -- thousands of small arguments than this script spends decoding them.)
   -- Session boundaries depend on order: a batch never overtakes an older entry that a
   -- crashed or slower consumer still holds.
   local older = redis.call('XPENDING', K_INPUT, group, '-', '(' .. args[1], 1)
@@ -261,14 +263,15 @@ local function tag(args)
     return {-1, older[1][1]}
   end
   local n_events = tonumber(args[3])
+  local meta = cjson.decode(args[4])
   local users, distinct, record_ids = {}, {}, {}
   for e = 1, n_events do
-    local user = args[5 + (e - 1) * 8]
+    local user = meta[e][2]
     if users[user] == nil then
       users[user] = true
       distinct[#distinct + 1] = user
     end
-    record_ids[e] = args[6 + (e - 1) * 8]
+    record_ids[e] = meta[e][3]
   end
   local bad_key = preflight(distinct)
   if bad_key then
@@ -281,12 +284,11 @@ local function tag(args)
   local acked, fresh = {}, {}  -- entry ids to ack; score/record_id pairs for dedup
   local tagged, duplicates, dead_count, opened, already_acked = 0, 0, 0, 0, 0
   local closed, closed_max_duration, late, upstream_mismatch = 0, 0, 0, 0
-  local i = 4
-  for _ = 1, n_events do
-    local entry_id, user, record_id = args[i], args[i + 1], args[i + 2]
-    local ts, head, upstream = tonumber(args[i + 3]), args[i + 4], args[i + 5]
-    local modality, source = args[i + 6], args[i + 7]
-    i = i + 8
+  for e = 1, n_events do
+    local m = meta[e]
+    local entry_id, user, record_id = m[1], m[2], m[3]
+    local ts, head, upstream = m[4], args[4 + e], m[5]
+    local modality, source = m[6], m[7]
     if not pending[entry_id] then
       already_acked = already_acked + 1  -- another consumer finished it: skip it
     elseif known[record_id] then
@@ -352,6 +354,7 @@ local function tag(args)
     end
   end
 
+  local i = 5 + n_events
   while i <= #args do
     local entry_id, n_fields = args[i], tonumber(args[i + 1])
     if not pending[entry_id] then
