@@ -12,6 +12,7 @@ from tagger.keys import partition_of
 from tagger.script import SessionScript
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+Checked = tuple[list[list[str | int]], list[bytes], list["Rejected"]]
 
 
 @dataclass(slots=True)
@@ -56,16 +57,15 @@ class BatchTagger:
         self._script = script
         self.counts = Counts() if counts is None else counts  # shared by a worker's partitions
 
-    async def tag(self, entries: Sequence[Entry]) -> Counts:
-        """Tag entries (in stream order) read from the input stream; returns this batch's
-        counts, or raises OlderEntriesPending and changes nothing."""
-        return await self._apply(entries, *self._check(entries))
+    async def tag(self, entries: Sequence[Entry], checked: Checked | None = None) -> Counts:
+        """Tag entries (in stream order) read from the input stream, checked by `check`
+        beforehand or now; returns this batch's counts, or raises OlderEntriesPending and
+        changes nothing."""
+        return await self._apply(entries, *(checked or self.check(entries)))
 
-    def _check(
-        self, entries: Sequence[Entry]
-    ) -> tuple[list[list[str | int]], list[bytes], list[Rejected]]:
-        """Validate entries: (per accepted event its script values, their heads, the
-        rejected)."""
+    def check(self, entries: Sequence[Entry]) -> Checked:
+        """Validate entries (no server involved; safe in a thread): per accepted event its
+        values for the script, their heads, the rejected."""
         accepted: list[Accepted] = []
         rejected: list[Rejected] = []
         for entry_id, fields in entries:
