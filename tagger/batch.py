@@ -12,7 +12,7 @@ from tagger.keys import partition_of
 from tagger.script import SessionScript
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-Checked = tuple[list[list[str | int]], list[bytes], list["Rejected"]]
+Checked = tuple[list[list[str | int]], list[bytes], list[Rejected]]
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from rich.table import Table
 from tagger.cli_common import console, fail, load_settings
 from tagger.connect import sync_client
 from tagger.control import request
-from tagger.errors import SERVER_ERRORS, TaggerError
+from tagger.errors import SERVER_ERRORS, TaggerError, server_advice
 from tagger.keys import Keys
 from tagger.registry import get_session, list_sessions, validate
 from tagger.server import redis_url
@@ -25,8 +25,10 @@ def _registry() -> Iterator[tuple[Redis, list[Keys]]]:
     try:
         with redis_url(settings) as url, sync_client(url) as client:
             yield client, Keys.every_partition(settings)
-    except (TaggerError, *SERVER_ERRORS) as exc:
+    except TaggerError as exc:
         fail(str(exc))
+    except SERVER_ERRORS as exc:
+        fail(f"cannot use the server ({exc}); {server_advice(exc)}")
 
 
 @click.group()

@@ -435,13 +435,16 @@ class Worker:
         full = len(after) >= self.settings.batch_size
         if not full or self._stopping.is_set() or lane.keys.partition not in self._tagging_share:
             return []
-        client = await self.broker.connect()
-        reply: Any = await client.xreadgroup(
-            lane.keys.group,
-            self.consumer,
-            {lane.keys.input_stream: ">"},
-            count=self.settings.batch_size,
-        )
+        try:
+            client = await self.broker.connect()
+            reply: Any = await client.xreadgroup(
+                lane.keys.group,
+                self.consumer,
+                {lane.keys.input_stream: ">"},
+                count=self.settings.batch_size,
+            )
+        except TRANSIENT_ERRORS:
+            return []  # the batch in hand goes on with its retries; FastStream reads again
         return list(reply[0][1]) if reply else []
 
     async def _tag_in_order(self, lane: Lane, entries: list[Entry], checked: Checked) -> None:
