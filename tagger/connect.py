@@ -12,11 +12,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from tagger.settings import CLUSTER_SCHEMES
-
-
-def is_cluster(url: str) -> bool:
-    return url.split("://", 1)[0] in CLUSTER_SCHEMES
+from tagger.settings import is_cluster
 
 
 def node_url(url: str) -> str:

@@ -10,6 +10,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
+def is_cluster(url: str) -> bool:
+    """Does `url` name a Redis Cluster (rather than one server)?"""
+    return url.split("://", 1)[0] in CLUSTER_SCHEMES
+
+
 class Settings(BaseSettings):
     """Every field maps to `TAGGER_<NAME>`; an unknown TAGGER_* name is rejected."""
 
@@ -125,7 +130,7 @@ class Settings(BaseSettings):
     @property
     def cluster(self) -> bool:
         """Does the URL name a Redis Cluster?"""
-        return (self.redis_url or "").split("://", 1)[0] in CLUSTER_SCHEMES
+        return is_cluster(self.redis_url or "")
 
     @property
     def hash_tagged(self) -> bool:
