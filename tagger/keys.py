@@ -89,15 +89,19 @@ class Keys:
 
     def sink_lease(self, sink: str) -> str:
         """Lease key: one worker at a time writes a sink's files."""
-        return f"{self.session_prefix.removesuffix('session:')}sink:{sink}:leader"
+        return self._sink_key(sink, "leader")
 
     def sink_pause(self, sink: str) -> str:
         """While this key exists the sink writes nothing and gives up its lease."""
-        return f"{self.session_prefix.removesuffix('session:')}sink:{sink}:pause"
+        return self._sink_key(sink, "pause")
 
     def sink_read(self, sink: str) -> str:
         """The last id a sink read (written where a WAIT for replicas can cover it)."""
-        return f"{self.session_prefix.removesuffix('session:')}sink:{sink}:read"
+        return self._sink_key(sink, "read")
+
+    def _sink_key(self, sink: str, what: str) -> str:
+        # Under the partition's state prefix, so it shares the partition's hash tag.
+        return f"{self.session_prefix.removesuffix('session:')}sink:{sink}:{what}"
 
     def session(self, session_id: str) -> str:
         return self.session_prefix + session_id
