@@ -382,17 +382,7 @@ class Worker:
         """Tag what this worker read from a partition it no longer serves (a read cut off
         by the stop leaves entries pending here): the next server of the partition would
         otherwise wait TAGGER_CLAIM_IDLE_MS for them."""
-        client = await self.broker.connect()
-        while True:
-            reply: Any = await client.xreadgroup(
-                lane.keys.group,
-                self.consumer,
-                {lane.keys.input_stream: "0"},  # "0": this consumer's own pending entries
-                count=self.settings.batch_size,
-            )
-            entries = [(i, f) for i, f in (reply[0][1] if reply else []) if f is not None]
-            if not entries:
-                return
+        while entries := await self._read(lane, "0"):  # "0": this consumer's own pending
             try:
                 await self._tag_with_retry(lane, entries)
             except OlderEntriesPending:
@@ -436,16 +426,21 @@ class Worker:
         if not full or self._stopping.is_set() or lane.keys.partition not in self._tagging_share:
             return []
         try:
-            client = await self.broker.connect()
-            reply: Any = await client.xreadgroup(
-                lane.keys.group,
-                self.consumer,
-                {lane.keys.input_stream: ">"},
-                count=self.settings.batch_size,
-            )
+            return await self._read(lane, ">")
         except TRANSIENT_ERRORS:
             return []  # the batch in hand goes on with its retries; FastStream reads again
-        return list(reply[0][1]) if reply else []
+
+    async def _read(self, lane: Lane, from_id: str) -> list[Entry]:
+        """Up to a batch of the partition's input for this consumer, without blocking: new
+        entries (">") or its own pending ones ("0"; deleted ones, with no fields, left out)."""
+        client = await self.broker.connect()
+        reply: Any = await client.xreadgroup(
+            lane.keys.group,
+            self.consumer,
+            {lane.keys.input_stream: from_id},
+            count=self.settings.batch_size,
+        )
+        return [(i, f) for i, f in (reply[0][1] if reply else []) if f is not None]
 
     async def _tag_in_order(self, lane: Lane, entries: list[Entry], checked: Checked) -> None:
         while True:
