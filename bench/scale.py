@@ -9,7 +9,6 @@ ratio two/one. Two workers and the server share this machine's cores."""
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -20,21 +19,11 @@ from pathlib import Path
 
 import orjson
 
+from bench.throughput import backlog
 from tagger.connect import sync_client
-from tagger.demo import user_timeline
 from tagger.publish import publish_raw, router
 from tagger.server import EmbeddedValkey
 from tagger.settings import Settings
-
-T0 = 1_750_000_000_000
-
-
-def backlog(events: int, users: int) -> list[bytes]:
-    rng = random.Random(1)
-    per_user = max(1, events // users)
-    timelines = [user_timeline(rng, f"u{n:04d}", T0, per_user, 300) for n in range(users)]
-    ordered = sorted((e for t in timelines for e in t), key=lambda e: e["timestamp"])
-    return [orjson.dumps({**e, "record_id": str(uuid.uuid4())}) for e in ordered]
 
 
 def timed_run(
