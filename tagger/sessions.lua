@@ -19,6 +19,9 @@ local LATE_CANDIDATES = 8
 
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Lua 5.1 turns a number argument of redis.call into a string with sprintf('%.17g'); a
+-- value sent once per event is formatted once per call instead.
+local now_str = string.format('%d', now_ms)
 
 -- UTC "YYYY-MM-DDTHH:MM:SS.mmmZ" from epoch ms (days-to-civil, proleptic Gregorian).
 local function iso(ms)
@@ -186,11 +189,9 @@ end
 
 -- A script that fails half-way keeps the writes it made (Redis has no rollback), so the
 -- keys an operation will touch, where they can be named up front, are type-checked
--- before the first write. Returns the first key holding a foreign type, or nil.
-local function preflight(users)
-  local expected = {[K_OUTPUT] = 'stream', [K_DEAD] = 'stream', [K_ACTIVE] = 'hash',
-                    [K_DEDUP] = 'zset', [K_INDEX] = 'zset', [K_DEADLINES] = 'zset',
-                    [K_REPLIES] = 'stream'}
+-- before the first write: `expected` maps key -> type, and `users` adds each user's index
+-- of sessions. Returns the first key holding a foreign type, or nil.
+local function preflight(expected, users)
   for _, user in ipairs(users) do
     expected[user_prefix .. user] = 'zset'
   end
@@ -241,6 +242,25 @@ local function active_sessions(users)
   return sessions
 end
 
+-- The users whose index of sessions a batch may touch (to find the latest session, to
+-- open one, or to place a late event): those without an active session, and those with
+-- an event before their session's start or far enough after its last event (by the
+-- state before the batch, so never fewer than the batch will touch) to close it. Events
+-- of the others only extend the session they have.
+local function touching_index(meta, n_events, sessions)
+  local touching, users = {}, {}
+  for e = 1, n_events do
+    local user, ts = meta[e][2], meta[e][4]
+    local s = sessions[user]
+    if not touching[user] and (not s or ts < s.start or ts - s.last > timeout_ms
+        or ts - s.start >= max_session_ms) then
+      touching[user] = true
+      users[#users + 1] = user
+    end
+  end
+  return users
+end
+
 -- Which record_ids were tagged before (inside the dedup window), read in one call.
 local function already_tagged(record_ids)
   local known, scores = {}, bulk({'ZMSCORE', K_DEDUP}, record_ids, 1000)
@@ -273,14 +293,24 @@ local function tag(args)
     end
     record_ids[e] = meta[e][3]
   end
-  local bad_key = preflight(distinct)
+  -- Checked in two steps, so that only the users who need it cost a TYPE call each.
+  local bad_key = preflight({[K_ACTIVE] = 'hash', [K_DEDUP] = 'zset',
+                             [K_OUTPUT] = 'stream', [K_DEADLINES] = 'zset'}, {})
+  if bad_key then
+    return {-2, bad_key}
+  end
+  local sessions = #distinct > 0 and active_sessions(distinct) or {}
+  local touching = touching_index(meta, n_events, sessions)
+  local more = {}
+  if #touching > 0 then more[K_INDEX] = 'zset' end
+  if #args > 4 + n_events then more[K_DEAD] = 'stream' end
+  bad_key = preflight(more, touching)
   if bad_key then
     return {-2, bad_key}
   end
   redis.call('ZREMRANGEBYSCORE', K_DEDUP, '-inf', now_ms - dedup_window_ms)
   local pending = still_pending(args[1], args[2])
   local known = n_events > 0 and already_tagged(record_ids) or {}
-  local sessions = #distinct > 0 and active_sessions(distinct) or {}
   local acked, fresh = {}, {}  -- entry ids to ack; score/record_id pairs for dedup
   local tagged, duplicates, dead_count, opened, already_acked = 0, 0, 0, 0, 0
   local closed, closed_max_duration, late, upstream_mismatch = 0, 0, 0, 0
@@ -297,7 +327,7 @@ local function tag(args)
     else
       acked[#acked + 1] = entry_id
       known[record_id] = true
-      fresh[#fresh + 1] = now_ms
+      fresh[#fresh + 1] = now_str
       fresh[#fresh + 1] = record_id
       local s = sessions[user]
       local latest_start = s and s.start or nil
@@ -342,14 +372,16 @@ local function tag(args)
         if source ~= '' then count(s.counts, 'source:' .. source) end
       end
       sessions[user] = s
-      local data = head .. ',"session_id":"' .. sid .. '","session_seq":' .. seq
-      if is_late then data = data .. ',"late":true' end
+      local tail = '}'
       if upstream ~= '' and upstream ~= sid then
-        data = data .. ',"upstream_session_id":' .. cjson.encode(upstream)
+        tail = ',"upstream_session_id":' .. cjson.encode(upstream) .. tail
         upstream_mismatch = upstream_mismatch + 1
       end
-      redis.call('XADD', K_OUTPUT, '*', 'data', data .. '}', 'user_id', user,
-        'session_id', sid, 'kind', 'message')
+      if is_late then tail = ',"late":true' .. tail end
+      -- One concatenation: each partial string would be copied and hashed in full.
+      local data = head .. ',"session_id":"' .. sid .. '","session_seq":' .. seq .. tail
+      redis.call('XADD', K_OUTPUT, '*', 'data', data, 'user_id', user, 'session_id', sid,
+        'kind', 'message')
       tagged = tagged + 1
     end
   end
@@ -369,14 +401,14 @@ local function tag(args)
 
   bulk({'XACK', K_INPUT, group}, acked, 1000)
   bulk({'ZADD', K_DEDUP}, fresh, 2000)
-  local states, deadlines = {}, {}
+  local states, deadlines, deadline = {}, {}, string.format('%d', now_ms + timeout_ms)
   for _, user in ipairs(distinct) do
     local s = sessions[user]
     if s then
       flush_counts(s)
       states[#states + 1] = user
       states[#states + 1] = pack(s)
-      deadlines[#deadlines + 1] = now_ms + timeout_ms
+      deadlines[#deadlines + 1] = deadline
       deadlines[#deadlines + 1] = s.sid
     end
   end
@@ -414,7 +446,8 @@ end
 local function control(args)
   local entry_id, action, request_id, user = args[1], args[2], args[3], args[4]
   local performer, ts, sid = args[5], tonumber(args[6]), args[7]
-  local bad_key = preflight({user})
+  local bad_key = preflight({[K_OUTPUT] = 'stream', [K_ACTIVE] = 'hash', [K_INDEX] = 'zset',
+    [K_DEADLINES] = 'zset', [K_REPLIES] = 'stream'}, {user})
   if bad_key then
     return redis.error_reply('key ' .. bad_key .. ' holds a foreign type; inspect it')
   end
