@@ -3,7 +3,7 @@
 -- sessions), 'control' (an explicit start or end request).
 --
 -- KEYS: 1 input stream, 2 output stream, 3 dead-letter stream, 4 active sessions
---       (hash user_id -> "sid start_ms last_ms seq first_ms"), 5 dedup zset (record_id
+--       (hash user_id -> state, see pack()), 5 dedup zset (record_id
 --       by tag time), 6 session index (zset sid by start_ms), 7 deadlines (zset sid by
 --       wall-clock ms), 8 control stream, 9 control replies stream
 -- ARGV: 1 op, 2 group, 3 timeout_ms, 4 max_session_ms, 5 dedup_window_ms,
@@ -55,15 +55,30 @@ local function json_or_null(v)
   return cjson.encode(v)
 end
 
+-- An active session's state: byte 1, start_ms, last_ms, seq and first_ms as doubles
+-- (exact for integers below 2^53), the session id, then padding to STATE_BYTES. Binary
+-- because every batch packs and unpacks it for each of its users: as text "sid start
+-- last seq first" the number formatting and parsing cost more than the batch's commands.
+-- Padded because a hash whose values all fit in hash-max-listpack-value (64 bytes by
+-- default) stays a listpack up to 512 fields, and HMGET then searches the list for every
+-- user: 1.2M instructions instead of ~35k per 470-user batch, measured with callgrind.
+local STATE_BYTES = 72
 local function pack(s)
-  return s.sid .. ' ' .. s.start .. ' ' .. s.last .. ' ' .. s.seq .. ' ' .. s.first
+  local packed = struct.pack('<Bdddd', 1, s.start, s.last, s.seq, s.first) .. s.sid .. ' '
+  return packed .. string.rep(' ', STATE_BYTES - #packed)
 end
 
 local function unpack_state(user, packed)
-  local sid, start, last, seq, first = string.match(packed,
-    '^(%S+) (-?%d+) (-?%d+) (%d+) (-?%d+)$')
-  return {sid = sid, user = user, start = tonumber(start), last = tonumber(last),
-          seq = tonumber(seq), first = tonumber(first), counts = {}}
+  local _, sid, start, last, seq, first, pos
+  if string.byte(packed, 1) == 1 then
+    _, start, last, seq, first, pos = struct.unpack('<Bdddd', packed)
+    sid = string.match(packed, '^%S+', pos)
+  else  -- the text form of earlier versions
+    sid, start, last, seq, first = string.match(packed, '^(%S+) (-?%d+) (-?%d+) (%d+) (-?%d+)$')
+    start, last, seq, first = tonumber(start), tonumber(last), tonumber(seq), tonumber(first)
+  end
+  return {sid = sid, user = user, start = start, last = last, seq = seq, first = first,
+          counts = {}}
 end
 
 local function publish_boundary(kind, user, sid, json)
