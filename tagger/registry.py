@@ -2,6 +2,7 @@
 
 Each partition has its own registry; a user's sessions are all in the user's partition."""
 
+import struct
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -35,7 +36,11 @@ def get_session(
     for keys in partitions:
         raw: Any = client.hgetall(keys.session(session_id))
         if raw:
-            return _decode(raw)
+            session = _decode(raw)
+            if session["status"] == "active":
+                packed: Any = client.hget(keys.active, session["user_id"])
+                _add_live_figures(session, packed)
+            return session
     return None
 
 
@@ -95,15 +100,50 @@ def _list_one(
         pipe = client.pipeline(transaction=False)
         for sid in ids:
             pipe.hgetall(keys.session(sid.decode()))
-        for raw in pipe.execute():
-            session = _decode(raw)
-            if not raw or (status and session["status"] != status):
+        sessions = [_decode(raw) for raw in pipe.execute() if raw]
+        active = [s for s in sessions if s["status"] == "active"]
+        for s in active:
+            pipe.hget(keys.active, s["user_id"])
+        for session, packed in zip(active, pipe.execute(), strict=True):
+            _add_live_figures(session, packed)
+        for session in sessions:
+            if status and session["status"] != status:
                 continue
             if skipped < offset:
                 skipped += 1
             elif len(found) < limit:
                 found.append(session)
     return found
+
+
+# An active session's state as sessions.lua packs it (version 2): its figures live there
+# until the session closes, and the registry hash gets them then.
+_STATE_HEAD = struct.Struct("<BddddBH")
+
+
+def _add_live_figures(session: dict[str, Any], packed: bytes | None) -> None:
+    """Overlay an active session's figures from its state in the active hash. A state of
+    another session (it closed meanwhile) or in an earlier version's text form adds
+    nothing: the registry hash is then up to date."""
+    if not packed or packed[0] != 2:
+        return
+    _, _start, last, seq, first, sid_len, n_counters = _STATE_HEAD.unpack_from(packed)
+    pos = _STATE_HEAD.size
+    if packed[pos : pos + sid_len].decode() != session["session_id"]:
+        return
+    pos += sid_len
+    session |= {"seq": int(seq), "events": int(seq), "last_ms": int(last)}
+    session |= {"first_event_ms": int(first), "last_event_ms": int(last) if seq else -1}
+    for _ in range(n_counters):
+        (value,) = struct.unpack_from("<d", packed, pos)
+        stop = packed.index(b"\n", pos + 8)
+        name = packed[pos + 8 : stop].decode()
+        kind, _, item = name.partition(":")
+        if item and kind in ("modality", "source"):
+            session[kind][item] = int(value)
+        else:
+            session[name] = int(value)
+        pos = stop + 1
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:

@@ -267,6 +267,85 @@ def test_late_events_join_the_session_they_fit(
     check_bracketing(output(client, settings))
 
 
+def test_registry_figures_of_an_active_session_are_live_and_kept_at_close(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    # An active session's figures ride in its state (sessions.lua, pack) until it closes.
+    settings = make_settings(session_timeout_s=300)
+    keys = Keys.every_partition(settings)
+    publish(client, settings, [event("ines09", T0), event("ines09", T0 + MINUTE_MS)])
+    run_burst(settings, sinks=False)
+    publish(
+        client,
+        settings,
+        [
+            event("ines09", T0 + 2 * MINUTE_MS, modality="audio", source="sound_classifier"),
+            event("ines09", T0 - 30_000),  # before the session's start: late, joins it
+        ],
+    )
+    run_burst(settings, sinks=False)
+    sid = tagged(client, settings)[0]["session_id"]
+    live = get_session(client, keys, sid)
+    expected = {
+        "events": 4,
+        "seq": 4,
+        "late_events": 1,
+        "first_event_ms": T0 - 30_000,
+        "last_event_ms": T0 + 2 * MINUTE_MS,
+        "modality": {"gesture": 3, "audio": 1},
+        "source": {"gesture_classifier": 3, "sound_classifier": 1},
+    }
+    assert live is not None and live["status"] == "active"
+    assert {k: live[k] for k in expected} == expected
+    assert list_sessions(client, keys, user_id="ines09") == [live]
+
+    publish(client, settings, [event("ines09", T0 + 60 * MINUTE_MS)])  # closes it (timeout)
+    run_burst(settings, sinks=False)
+    closed = get_session(client, keys, sid)
+    assert closed is not None and closed["status"] == "closed"
+    assert {k: closed[k] for k in expected} == expected
+    (end,) = boundaries(client, settings, "session.end")
+    assert end["event_count"] == 4
+
+
+def test_a_session_state_of_the_earlier_text_form_goes_on_counting(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    # Before the binary state, a session's counters were written to the registry hash at
+    # every batch and the active hash held "sid start_ms last_ms seq first_ms".
+    settings = make_settings(session_timeout_s=300)
+    keys = Keys.from_settings(settings)
+    sid = "sess_00000000000000aa"
+    client.hset(
+        keys.session(sid),
+        mapping={
+            "session_id": sid,
+            "user_id": "tom10",
+            "status": "active",
+            "start_ms": T0,
+            "events": 2,
+            "seq": 2,
+            "last_ms": T0 + MINUTE_MS,
+            "first_event_ms": T0,
+            "last_event_ms": T0 + MINUTE_MS,
+            "modality:gesture": 2,
+            "source:gesture_classifier": 2,
+        },
+    )
+    client.zadd(keys.session_index, {sid: T0})
+    client.zadd(keys.user_sessions("tom10"), {sid: T0})
+    client.hset(keys.active, "tom10", f"{sid} {T0} {T0 + MINUTE_MS} 2 {T0}")
+    publish(client, settings, [event("tom10", T0 + 2 * MINUTE_MS)])
+    run_burst(settings, sinks=False)
+    (message,) = tagged(client, settings)
+    assert (message["session_id"], message["session_seq"]) == (sid, 3)
+    session = get_session(client, Keys.every_partition(settings), sid)
+    assert session is not None
+    assert (session["events"], session["last_event_ms"]) == (3, T0 + 2 * MINUTE_MS)
+    assert session["modality"] == {"gesture": 3}
+    assert session["source"] == {"gesture_classifier": 3}
+
+
 def test_registry_queries_and_cli(client: Redis, make_settings: SettingsFactory) -> None:
     settings = make_settings(session_timeout_s=300)
     keys = Keys.every_partition(settings)
