@@ -16,8 +16,9 @@ from tagger.times import epoch_ms
 MAX_ENTRY_BYTES = 512 * 1024  # A3CP: a log line may be at most 512 KiB
 # Cheap byte probes (on the lower-cased bytes: URL schemes ignore case); only an entry
 # that contains one is walked in full. A backslash may hide a marker behind a JSON
-# escape, so it triggers the walk too. (One `in` per probe is ~10x faster than a regex.)
-_MEDIA_PROBES = (b"frame_data", b"audio_payload", b"data:", b"\\")
+# escape, so it triggers the walk too. (One `in` per probe is ~10x faster than a regex;
+# _media_probed and _context_probed spell them out rather than loop: a generator costs
+# more than the probes it runs.)
 # Media sent without a marker: a string holding a run this long of base64 characters
 # (about 1.5 KiB of binary). Only entries longer than the run are walked for it.
 BASE64_RUN = 2048
@@ -26,7 +27,6 @@ _MEDIA_URL_PREFIXES = ("data:image/", "data:audio/", "data:video/")
 # Nesting beyond this is refused: no A3CP event needs it, and every reader downstream
 # (JSONL tools, Parquet's `extra` JSON, browsers) would have to cope with it.
 MAX_DEPTH = 32
-_CONTEXT_PROBES = (b"context_", b"\\")
 _BINARY_AUDIO_FORMATS = {"base64", "bytes"}
 _REASON_BY_FIELD = {
     "schema_version": "bad_schema_version",
@@ -115,9 +115,7 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
             f"value. {_FIX}",
             raw,
         )
-    lowered = raw.lower()
-    probed = len(raw) > BASE64_RUN or any(p in lowered for p in _MEDIA_PROBES)
-    if probed and (media := find_raw_media(event)):
+    if _media_probed(raw) and (media := find_raw_media(event)):
         return without_bytes(
             entry_id,
             raw,
@@ -125,7 +123,7 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
             f"Event carries raw media ({media}), which must never reach the logs; "
             "publish features or a raw_features_ref instead.",
         )
-    if any(p in raw for p in _CONTEXT_PROBES) and (
+    if (b"context_" in raw or b"\\" in raw) and (
         flat := sorted(k for k in event if k.startswith("context_"))
     ):
         return Rejected(
@@ -145,15 +143,30 @@ def check_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted | Rejec
         head = raw.rstrip()[:-1]  # keep the publisher's bytes exactly
     else:
         head = orjson.dumps(event)[:-1]
+    record_id = event["record_id"]  # a string: the validator refuses anything else
+    if len(record_id) != 36 or not record_id.islower():
+        record_id = str(spine.record_id)  # the canonical form is the one deduplicated
     return Accepted(
         entry_id=entry_id,
         user_id=spine.user_id,
-        record_id=str(spine.record_id),
+        record_id=record_id,
         ts_ms=epoch_ms(spine.timestamp),
         head=head,
         upstream_session_id=upstream or "",
         modality=spine.modality or "",
         source=spine.source or "",
+    )
+
+
+def _media_probed(raw: bytes) -> bool:
+    if len(raw) > BASE64_RUN:
+        return True
+    lowered = raw.lower()
+    return (
+        b"frame_data" in lowered
+        or b"audio_payload" in lowered
+        or b"data:" in lowered
+        or b"\\" in lowered
     )
 
 

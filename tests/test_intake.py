@@ -1,6 +1,7 @@
 """Parse-and-validate path, without a server: each dead-letter reason, and what passes."""
 
 import uuid
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -177,3 +178,19 @@ def test_incoming_session_id_is_taken_out_of_the_head() -> None:
     body = orjson.loads(result.head + b"}")
     assert "session_id" not in body
     assert body["extra"] == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        lambda u: u.upper(),
+        lambda u: u.replace("-", ""),
+        lambda u: "{" + u + "}",
+        lambda u: "urn:uuid:" + u,
+    ],
+)
+def test_record_id_is_deduplicated_in_its_canonical_form(written: Callable[[str], str]) -> None:
+    canonical = str(uuid.uuid4())
+    raw = orjson.dumps(event(record_id=written(canonical)))
+    result = check_entry(b"1-0", {b"data": raw})
+    assert isinstance(result, Accepted) and result.record_id == canonical
