@@ -39,7 +39,10 @@ def get_session(
             session = _decode(raw)
             if session["status"] == "active":
                 packed: Any = client.hget(keys.active, session["user_id"])
-                _add_live_figures(session, packed)
+                if not _add_live_figures(session, packed):
+                    # It closed between the two reads: the hash holds its figures now.
+                    raw = client.hgetall(keys.session(session_id))
+                    session = _decode(raw)
             return session
     return None
 
@@ -104,8 +107,15 @@ def _list_one(
         active = [s for s in sessions if s["status"] == "active"]
         for s in active:
             pipe.hget(keys.active, s["user_id"])
-        for session, packed in zip(active, pipe.execute(), strict=True):
-            _add_live_figures(session, packed)
+        closed_meanwhile = [
+            session
+            for session, packed in zip(active, pipe.execute(), strict=True)
+            if not _add_live_figures(session, packed)
+        ]
+        for session in closed_meanwhile:  # the hash holds its figures now
+            pipe.hgetall(keys.session(session["session_id"]))
+        for session, raw in zip(closed_meanwhile, pipe.execute(), strict=True):
+            session |= _decode(raw)
         for session in sessions:
             if status and session["status"] != status:
                 continue
@@ -121,16 +131,19 @@ def _list_one(
 _STATE_HEAD = struct.Struct("<BddddBH")
 
 
-def _add_live_figures(session: dict[str, Any], packed: bytes | None) -> None:
-    """Overlay an active session's figures from its state in the active hash. A state of
-    another session (it closed meanwhile) or in an earlier version's text form adds
-    nothing: the registry hash is then up to date."""
-    if not packed or packed[0] != 2:
-        return
+def _add_live_figures(session: dict[str, Any], packed: bytes | None) -> bool:
+    """Overlay an active session's figures from its state in the active hash; True when
+    the registry hash needs nothing more: the state was this session's, or in an earlier
+    version's text form (which kept the hash up to date). False when the session has no
+    state any more: it closed after its hash was read."""
+    if packed and packed[0] != 2:
+        return True
+    if not packed:
+        return False
     _, _start, last, seq, first, sid_len, n_counters = _STATE_HEAD.unpack_from(packed)
     pos = _STATE_HEAD.size
     if packed[pos : pos + sid_len].decode() != session["session_id"]:
-        return
+        return False
     pos += sid_len
     session |= {"seq": int(seq), "events": int(seq), "last_ms": int(last)}
     session |= {"first_event_ms": int(first), "last_event_ms": int(last) if seq else -1}
@@ -144,6 +157,7 @@ def _add_live_figures(session: dict[str, Any], packed: bytes | None) -> None:
         else:
             session[name] = int(value)
         pos = stop + 1
+    return True
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
