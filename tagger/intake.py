@@ -17,8 +17,7 @@ MAX_ENTRY_BYTES = 512 * 1024  # A3CP: a log line may be at most 512 KiB
 # Cheap byte probes (on the lower-cased bytes: URL schemes ignore case); only an entry
 # that contains one is walked in full. A backslash may hide a marker behind a JSON
 # escape, so it triggers the walk too. (One `in` per probe is ~10x faster than a regex;
-# _media_probed and _context_probed spell them out rather than loop: a generator costs
-# more than the probes it runs.)
+# the probes are spelled out rather than looped over: a generator costs more than they do.)
 # Media sent without a marker: a string holding a run this long of base64 characters
 # (about 1.5 KiB of binary). Only entries longer than the run are walked for it.
 BASE64_RUN = 2048
