@@ -67,7 +67,7 @@ end
 -- parsing cost more than the batch's commands. Padded because a hash whose values all
 -- fit in hash-max-listpack-value (64 bytes by default) stays a listpack up to 512
 -- fields, and HMGET then searches the list for every user (1.2M instructions instead of
--- ~35k per 470-user batch, measured with callgrind).
+-- ~35k per 470-user batch, counted with callgrind as bench/instructions.py does).
 local STATE_BYTES = 72
 local function pack(s)
   local counters = {}

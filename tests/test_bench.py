@@ -1,9 +1,11 @@
 """The benchmarks run (tiny versions): CI checks they work, not how fast anything is."""
 
+import shutil
 import subprocess
 import sys
 
 import orjson
+import pytest
 
 
 def bench(*args: str) -> list[dict[str, object]]:
@@ -36,3 +38,9 @@ def test_scale_bench_prints_one_and_two_workers() -> None:
     lines = bench("bench.scale", "--events", "2000", "--users", "20", "--rounds", "1")
     assert [line.get("workers") for line in lines[:-1]] == [1, 2]
     assert lines[-1]["median_ratio_two_to_one"] > 0
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="bench.instructions needs valgrind")
+def test_instructions_bench_counts_the_server_work_per_event() -> None:
+    (line,) = bench("bench.instructions", "--events", "300", "--users", "20", "--batch", "50")
+    assert line["tagged"] == 300 and line["server_instructions_per_event"] > 1000

