@@ -150,14 +150,18 @@ def _add_live_figures(session: dict[str, Any], packed: bytes | None) -> bool:
     for _ in range(n_counters):
         (value,) = struct.unpack_from("<d", packed, pos)
         stop = packed.index(b"\n", pos + 8)
-        name = packed[pos + 8 : stop].decode()
-        kind, _, item = name.partition(":")
-        if item and kind in ("modality", "source"):
-            session[kind][item] = int(value)
-        else:
-            session[name] = int(value)
+        _put_count(session, packed[pos + 8 : stop].decode(), int(value))
         pos = stop + 1
     return True
+
+
+def _put_count(session: dict[str, Any], name: str, n: int) -> None:
+    """A registry counter: `modality:<m>` and `source:<s>` go into their own dicts."""
+    kind, _, item = name.partition(":")
+    if item and kind in ("modality", "source"):
+        session[kind][item] = n
+    else:
+        session[name] = n
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
@@ -165,10 +169,8 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
     for key_bytes, value_bytes in raw.items():
         key, value = key_bytes.decode(), value_bytes.decode()
         kind, _, name = key.partition(":")
-        if name and kind in ("modality", "source"):
-            session[kind][name] = int(value)
-        elif key in _INT_FIELDS:
-            session[key] = int(value)
+        if (name and kind in ("modality", "source")) or key in _INT_FIELDS:
+            _put_count(session, key, int(value))
         elif key == "is_training_data":
             session[key] = value == "true"
         else:
