@@ -68,7 +68,7 @@ async def tag_all(url: str, stream: str, batch: int, pid: int) -> int:
     tagger = BatchTagger(script.SessionScript(client, settings, Keys.from_settings(settings)))
     batches = []
     while reply := await client.xreadgroup("bench", "c", {stream: ">"}, count=batch):
-        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        entries = reply[0][1]
         batches.append((entries, tagger.check(entries)))
     await client.script_load(script.SESSIONS_LUA)
     subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
