@@ -2,9 +2,12 @@
 
     python -m bench.throughput [--events 100000] [--users 500] [--rounds 3]
 
-Uses TAGGER_REDIS_URL or an embedded Valkey (appendfsync everysec for both contenders).
+Uses TAGGER_REDIS_URL or an embedded Valkey (appendfsync everysec for every contender).
 The plain loop reads with XREADGROUP COUNT 500, re-adds each entry unchanged with a
-pipeline and acks: no parsing, validation or tagging. Ratios are within one run.
+pipeline and acks: no parsing, validation or tagging. The floor loop writes what any
+tagger with this output must write, and nothing more (see FLOOR_LUA). Ratios are within
+one run. Where the server runs on this machine, each contender's server CPU per event
+(its main thread, which runs every command) is given too: the floor's bounds every tagger.
 """
 
 import argparse
@@ -60,6 +63,45 @@ def plain_copy_loop(client: Redis, stream: str) -> float:
         pipe.execute()
 
 
+# One script call per batch that does what a tagger with this output cannot leave out: each
+# entry XADDed to the output as a tagged entry (its JSON with session fields, the four
+# stream fields the tagger writes) and the batch acked. No validation, dedup or session
+# state: a lower bound on the server's work, not a tagger.
+FLOOR_LUA = """
+local ids, suffix = {}, ',"session_id":"sess_0000000000000000","session_seq":1}'
+for i = 2, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  redis.call('XADD', KEYS[2], '*', 'data', string.sub(ARGV[i + 1], 1, -2) .. suffix,
+    'user_id', 'u0000', 'session_id', 'sess_0000000000000000', 'kind', 'message')
+end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+"""
+
+
+def floor_loop(client: Redis, stream: str) -> float:
+    floor = client.register_script(FLOOR_LUA)
+    started = time.perf_counter()
+    while reply := client.xreadgroup("bench", "c", {stream: ">"}, count=500):
+        args: list[bytes | str] = ["bench"]
+        for entry_id, fields in reply[0][1]:
+            args += [entry_id, fields[b"data"]]
+        floor(keys=[stream, f"{stream}:tagged"], args=args)
+    return time.perf_counter() - started
+
+
+def server_cpu_s(client: Redis) -> float | None:
+    """CPU seconds of the server's main thread, when it runs on this machine (else None)."""
+    pid = client.info("server")["process_id"]
+    try:
+        # A remote server's pid may name some other process here.
+        if not Path(f"/proc/{pid}/comm").read_text().strip().endswith("-server"):
+            return None
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_settings(url: str, stream: str) -> Settings:
     """The tagger's settings for a backlog in `stream` (every other name derived from it)."""
     return Settings(
@@ -97,26 +139,29 @@ def main() -> None:
     ratios = []
     try:
         for round_no in range(args.rounds):
-            rates = {}
-            for name, run in (("plain", plain_copy_loop), ("tagger", None)):
+            line: dict[str, object] = {"round": round_no, "events": args.events}
+            rates, server_us = {}, {}
+            for name, run in (("plain", plain_copy_loop), ("floor", floor_loop), ("tagger", None)):
                 stream = f"bench:{uuid.uuid4().hex[:8]}"
                 load(client, stream, payloads)
+                cpu_before = server_cpu_s(client)
                 seconds = run(client, stream) if run else tagger_burst(url, stream)
+                cpu_after = server_cpu_s(client)
                 rates[name] = args.events / seconds
+                line[f"{name}_msg_s"] = round(rates[name])
+                if cpu_before is not None and cpu_after is not None:
+                    server_us[name] = (cpu_after - cpu_before) / args.events * 1e6
                 for key in client.scan_iter(f"{stream}*"):
                     client.delete(key)
             ratios.append(rates["tagger"] / rates["plain"])
-            print(
-                json.dumps(
-                    {
-                        "round": round_no,
-                        "events": args.events,
-                        "plain_msg_s": round(rates["plain"]),
-                        "tagger_msg_s": round(rates["tagger"]),
-                        "ratio": round(ratios[-1], 3),
-                    }
-                )
-            )
+            line["ratio"] = round(ratios[-1], 3)
+            line["floor_ratio"] = round(rates["floor"] / rates["plain"], 3)
+            if server_us:
+                line["server_us_per_event"] = {k: round(v, 1) for k, v in server_us.items()}
+                # Even a server whose main thread did nothing but the floor's work, never
+                # idle, could not tag faster than this.
+                line["floor_server_bound_msg_s"] = round(1e6 / server_us["floor"])
+            print(json.dumps(line))
         print(json.dumps({"median_ratio": round(statistics.median(ratios), 3)}))
     finally:
         if server:
