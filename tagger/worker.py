@@ -413,26 +413,36 @@ class Worker:
                     await leave(client, workers_key(self.settings, role), self.consumer)
 
     async def _handle(self, lane: Lane, batch: dict[str, Any]) -> None:
-        """Tag the batch FastStream read and, under a backlog, the batches after it: each
-        is read before the one in hand goes to the server, and checked (in a thread) while
-        the server runs that one's script. Python's checks and the script take about as
-        long as each other, so overlapping them is worth more than shortening either."""
+        """Tag the batch FastStream read and the batches after it while entries keep
+        coming. Under a backlog (a full batch) the next one is read before the one in hand
+        goes to the server and checked (in a thread) while the server runs that one's
+        script: Python's checks and the script take about as long as each other. A small
+        batch is tagged while the next read runs beside it, so a steady stream stays in
+        this loop rather than paying FastStream's way round for each few entries."""
         entries: list[Entry] = list(zip(batch["message_ids"], batch["data"], strict=True))
         checked = lane.tagger.check(entries)
-        while ahead := await self._read_ahead(lane, after=entries):
-            _, checked_ahead = await asyncio.gather(
-                self._tag_in_order(lane, entries, checked),
-                asyncio.to_thread(lane.tagger.check, ahead),
-            )
+        while True:
+            if len(entries) >= self.settings.batch_size:
+                if not (ahead := await self._read_ahead(lane)):
+                    break
+                _, checked_ahead = await asyncio.gather(
+                    self._tag_in_order(lane, entries, checked),
+                    asyncio.to_thread(lane.tagger.check, ahead),
+                )
+            else:
+                _, ahead = await asyncio.gather(
+                    self._tag_in_order(lane, entries, checked), self._read_ahead(lane)
+                )
+                if not ahead:
+                    return
+                checked_ahead = lane.tagger.check(ahead)
             entries, checked = ahead, checked_ahead
         await self._tag_in_order(lane, entries, checked)
 
-    async def _read_ahead(self, lane: Lane, after: list[Entry]) -> list[Entry]:
-        """The next batch of the partition when `after` was a full one (a backlog: a small
-        batch means the stream is caught up, and reading again would only add latency) and
-        the worker still serves the partition (else the entries are left to its server)."""
-        full = len(after) >= self.settings.batch_size
-        if not full or self._stopping.is_set() or lane.keys.partition not in self._tagging_share:
+    async def _read_ahead(self, lane: Lane) -> list[Entry]:
+        """The partition's next entries, while the worker still serves the partition (else
+        they are left to its server)."""
+        if self._stopping.is_set() or lane.keys.partition not in self._tagging_share:
             return []
         try:
             return await self._read(lane, ">")

@@ -119,7 +119,9 @@ def test_metrics_health_and_json_logs_of_a_running_worker(
             (("sink", "parquet"),),
         }
         received = [v for k, v in metrics.items() if k[0] == "faststream_received_messages_total"]
-        assert sum(received) >= len(good)  # FastStream's own middleware counts the batches' entries
+        # FastStream's middleware counts the batches FastStream read (at least the first;
+        # the handler reads the ones after it itself), the tagger_* metrics every entry.
+        assert sum(received) >= 1
 
         status, body = get(port, "/ready")
         assert status == 200, body
