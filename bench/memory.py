@@ -4,9 +4,12 @@
 
 Starts its own Valkey (appendfsync everysec) and one `tagger run` with its file sinks,
 publishes the events in chunks while the worker tags and stores them, and samples the
-worker's resident set size (VmRSS) as it goes. Prints one JSON line: RSS after the first
-10% of the events (warm: imports, caches, first files), at the end, and the growth
-between them.
+worker's resident set size (VmRSS) after each chunk. Prints one JSON line: the peak RSS in
+each tenth of the run, and the growth of the last tenth's peak over the first's (warm:
+imports, caches, first files) and over the fifth's. Peaks rather than single samples: the
+RSS of a Python process that frees and reuses memory swings by a few percent between
+chunks, so one end sample can land on a high or a low; a leak shows as peaks that keep
+rising into the second half.
 """
 
 import argparse
@@ -91,17 +94,23 @@ def main() -> None:
         worker.terminate()
         worker.wait(timeout=120)
         server.stop()
-    warm = next(mb for n, mb in samples if n >= args.events // 10)
-    end = samples[-1][1]
+    # Ten windows of consecutive samples (fewer on a short run), each by its peak.
+    windows = min(10, len(samples))
+    size = len(samples) / windows
+    peaks = [
+        max(mb for _, mb in samples[round(w * size) : round((w + 1) * size)])
+        for w in range(windows)
+    ]
+    middle = peaks[windows // 2 - 1] if windows > 1 else peaks[0]
     print(
         json.dumps(
             {
                 "events": args.events,
                 "elapsed_s": round(time.monotonic() - started, 1),
-                "rss_mb_at_10pct": round(warm, 1),
-                "rss_mb_at_end": round(end, 1),
-                "growth_pct": round(100 * (end - warm) / warm, 1),
-                "rss_mb_max": round(max(mb for _, mb in samples), 1),
+                "peak_mb_by_tenth": [round(mb, 1) for mb in peaks],
+                "rss_mb_at_end": round(samples[-1][1], 1),
+                "growth_pct": round(100 * (peaks[-1] - peaks[0]) / peaks[0], 1),
+                "growth_pct_second_half": round(100 * (peaks[-1] - middle) / middle, 1),
             }
         )
     )

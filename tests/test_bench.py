@@ -35,6 +35,7 @@ def test_latency_bench_prints_percentiles() -> None:
 def test_memory_bench_prints_growth() -> None:
     (line,) = bench("bench.memory", "--events", "20000", "--users", "20")
     assert line["rss_mb_at_end"] > 0 and "growth_pct" in line
+    assert max(line["peak_mb_by_tenth"]) >= line["rss_mb_at_end"]
 
 
 def test_scale_bench_prints_one_and_two_workers() -> None:
@@ -47,3 +48,6 @@ def test_scale_bench_prints_one_and_two_workers() -> None:
 def test_instructions_bench_counts_the_server_work_per_event() -> None:
     (line,) = bench("bench.instructions", "--events", "300", "--users", "20", "--batch", "50")
     assert line["tagged"] == 300 and line["server_instructions_per_event"] > 1000
+    (floor,) = bench("bench.instructions", "--events", "300", "--users", "20", "--floor")
+    assert floor["tagged"] == 300
+    assert 1000 < floor["server_instructions_per_event"] < line["server_instructions_per_event"]
