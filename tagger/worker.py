@@ -413,31 +413,41 @@ class Worker:
                     await leave(client, workers_key(self.settings, role), self.consumer)
 
     async def _handle(self, lane: Lane, batch: dict[str, Any]) -> None:
-        """Tag the batch FastStream read and the batches after it while entries keep
-        coming. Under a backlog (a full batch) the next one is read before the one in hand
-        goes to the server and checked (in a thread) while the server runs that one's
-        script: Python's checks and the script take about as long as each other. A small
-        batch is tagged while the next read runs beside it, so a steady stream stays in
-        this loop rather than paying FastStream's way round for each few entries."""
+        """Tag the batch FastStream read, and the batches after it while entries keep
+        coming, as a pipeline that keeps the server busy under a backlog: the next batch
+        is read before a batch's script call and checked (in a thread) while the server
+        runs that script; its own script call goes out before that one has answered, so
+        the server starts it as soon as it is done with the one before. (Calls on one
+        partition are applied in order all the same: a script refuses a batch while an
+        older entry is pending, see _tag_in_order.) A small batch (a caught-up stream) is
+        checked in the loop and sent after the call before it has answered; a steady
+        stream stays in this loop rather than going through FastStream's consume path
+        every few entries."""
         entries: list[Entry] = list(zip(batch["message_ids"], batch["data"], strict=True))
         checked = lane.tagger.check(entries)
-        while True:
-            if len(entries) >= self.settings.batch_size:
-                if not (ahead := await self._read_ahead(lane)):
-                    break
-                _, checked_ahead = await asyncio.gather(
-                    self._tag_in_order(lane, entries, checked),
-                    asyncio.to_thread(lane.tagger.check, ahead),
-                )
-            else:
-                _, ahead = await asyncio.gather(
-                    self._tag_in_order(lane, entries, checked), self._read_ahead(lane)
-                )
-                if not ahead:
-                    return
-                checked_ahead = lane.tagger.check(ahead)
-            entries, checked = ahead, checked_ahead
-        await self._tag_in_order(lane, entries, checked)
+        calls: list[asyncio.Task[None]] = []  # script calls in flight, oldest first
+        try:
+            while entries:
+                reading = asyncio.create_task(self._read_ahead(lane))  # the server reads first
+                if len(entries) < self.settings.batch_size:
+                    # Two calls sent within a moment of each other could reach the server
+                    # in either order, and a refused batch waits for its retry: a small
+                    # one goes out once the call before it has answered.
+                    while calls:
+                        await calls.pop(0)
+                calls.append(asyncio.create_task(self._tag_in_order(lane, entries, checked)))
+                entries = await reading
+                if len(entries) >= self.settings.batch_size:
+                    checked = await asyncio.to_thread(lane.tagger.check, entries)
+                elif entries:
+                    checked = lane.tagger.check(entries)
+                if len(calls) == 2:
+                    await calls.pop(0)
+            while calls:
+                await calls.pop(0)
+        finally:
+            # After a failure, leave no call running behind this handler.
+            await asyncio.gather(*calls, return_exceptions=True)
 
     async def _read_ahead(self, lane: Lane) -> list[Entry]:
         """The partition's next entries, while the worker still serves the partition (else
