@@ -158,6 +158,11 @@ def main() -> None:
             line["floor_ratio"] = round(rates["floor"] / rates["plain"], 3)
             if server_us:
                 line["server_us_per_event"] = {k: round(v, 1) for k, v in server_us.items()}
+                # How much of each run the server's main thread was busy: near 1, the
+                # contender waits on the server; well below, the server waits on it.
+                line["server_busy"] = {
+                    k: round(v * rates[k] / 1e6, 2) for k, v in server_us.items()
+                }
                 # Even a server whose main thread did nothing but the floor's work, never
                 # idle, could not tag faster than this.
                 line["floor_server_bound_msg_s"] = round(1e6 / server_us["floor"])
