@@ -12,7 +12,9 @@ from tagger.keys import partition_of
 from tagger.script import SessionScript
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-Checked = tuple[list[list[str | int]], list[bytes], list[Rejected]]
+# Per accepted event seven values for the script, one after the other (see sessions.lua's
+# `tag`); their heads; the rejected.
+Checked = tuple[list[str | int], list[bytes], list[Rejected]]
 
 
 @dataclass(slots=True)
@@ -76,8 +78,10 @@ class BatchTagger:
                 accepted.append(result)
             else:
                 rejected.append(result)
-        meta: list[list[str | int]] = [
-            [
+        meta: list[str | int] = [
+            value
+            for a in accepted
+            for value in (
                 a.entry_id.decode(),
                 a.user_id,
                 a.record_id,
@@ -85,8 +89,7 @@ class BatchTagger:
                 a.upstream_session_id,
                 a.modality,
                 a.source,
-            ]
-            for a in accepted
+            )
         ]
         return meta, [a.head for a in accepted], rejected
 
@@ -110,12 +113,12 @@ class BatchTagger:
     async def _apply(
         self,
         entries: Sequence[Entry],
-        meta: list[list[str | int]],
+        meta: list[str | int],
         heads: list[bytes],
         rejected: list[Rejected],
     ) -> Counts:
         # Entries come in stream order, so the first and last ids bound the batch.
-        args: list[bytes | str | int] = [entries[0][0], entries[-1][0], len(meta)]
+        args: list[bytes | str | int] = [entries[0][0], entries[-1][0], len(heads)]
         args += [orjson.dumps(meta), *heads]
         for r in rejected:
             dead_fields = r.stream_fields()
