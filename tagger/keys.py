@@ -34,12 +34,13 @@ class Keys:
     control_stream: str
     control_replies: str
     group: str
-    active: str  # hash: user_id -> "session_id start_ms last_ms seq first_ms"
+    active: str  # hash: user_id -> the active session's state (binary, see sessions.lua)
     dedup: str  # sorted set: record_id scored by the time it was tagged (ms)
     session_index: str  # sorted set: session_id scored by start (event time, ms)
     deadlines: str  # sorted set: active session_id scored by its wall-clock deadline (ms)
     session_prefix: str  # + session_id: hash, the session's registry entry
     user_prefix: str  # + user_id: sorted set of the user's session_ids by start
+    counter_names: str  # hash: registry counter name -> its number in the active states
     partition: int
     partitions: int
 
@@ -67,6 +68,7 @@ class Keys:
             deadlines=f"{p}:deadlines",
             session_prefix=f"{p}:session:",
             user_prefix=f"{p}:user:",
+            counter_names=f"{p}:counter-names",
             partition=partition,
             partitions=settings.partitions,
         )
@@ -121,4 +123,5 @@ class Keys:
             self.deadlines,
             self.control_stream,
             self.control_replies,
+            self.counter_names,
         ]

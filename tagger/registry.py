@@ -39,7 +39,7 @@ def get_session(
             session = _decode(raw)
             if session["status"] == "active":
                 packed: Any = client.hget(keys.active, session["user_id"])
-                if not _add_live_figures(session, packed):
+                if not _add_live_figures(session, packed, _counter_names(client, keys)):
                     # It closed between the two reads: the hash holds its figures now.
                     raw = client.hgetall(keys.session(session_id))
                     session = _decode(raw)
@@ -107,10 +107,12 @@ def _list_one(
         active = [s for s in sessions if s["status"] == "active"]
         for s in active:
             pipe.hget(keys.active, s["user_id"])
+        states = pipe.execute()
+        names = _counter_names(client, keys) if active else {}
         closed_meanwhile = [
             session
-            for session, packed in zip(active, pipe.execute(), strict=True)
-            if not _add_live_figures(session, packed)
+            for session, packed in zip(active, states, strict=True)
+            if not _add_live_figures(session, packed, names)
         ]
         for session in closed_meanwhile:  # the hash holds its figures now
             pipe.hgetall(keys.session(session["session_id"]))
@@ -126,21 +128,28 @@ def _list_one(
     return found
 
 
-# An active session's state as sessions.lua packs it (version 2): its figures live there
-# until the session closes, and the registry hash gets them then.
+# An active session's state as sessions.lua packs it (versions 2 and 3 share its head):
+# its figures live there until the session closes, and the registry hash gets them then.
 _STATE_HEAD = struct.Struct("<BddddBH")
+_COUNTER = struct.Struct("<Hd")  # version 3: a counter's number (see _counter_names), value
 
 
-def _add_live_figures(session: dict[str, Any], packed: bytes | None) -> bool:
+def _counter_names(client: Redis, keys: Keys) -> dict[int, str]:
+    """The partition's registry counters by the numbers the states know them by."""
+    raw: Any = client.hgetall(keys.counter_names)
+    return {int(number): name.decode() for name, number in raw.items()}
+
+
+def _add_live_figures(session: dict[str, Any], packed: bytes | None, names: dict[int, str]) -> bool:
     """Overlay an active session's figures from its state in the active hash; True when
-    the registry hash needs nothing more: the state was this session's, or in an earlier
-    version's text form (which kept the hash up to date). False when the session has no
-    state any more: it closed after its hash was read."""
-    if packed and packed[0] != 2:
+    the registry hash needs nothing more: the state was this session's, or in the
+    earliest versions' text form (which kept the hash up to date). False when the session
+    has no state any more: it closed after its hash was read."""
+    if packed and packed[0] not in (2, 3):
         return True
     if not packed:
         return False
-    _, _start, last, seq, first, sid_len, n_counters = _STATE_HEAD.unpack_from(packed)
+    version, _start, last, seq, first, sid_len, n_counters = _STATE_HEAD.unpack_from(packed)
     pos = _STATE_HEAD.size
     if packed[pos : pos + sid_len].decode() != session["session_id"]:
         return False
@@ -148,10 +157,16 @@ def _add_live_figures(session: dict[str, Any], packed: bytes | None) -> bool:
     session |= {"seq": int(seq), "events": int(seq), "last_ms": int(last)}
     session |= {"first_event_ms": int(first), "last_event_ms": int(last) if seq else -1}
     for _ in range(n_counters):
-        (value,) = struct.unpack_from("<d", packed, pos)
-        stop = packed.index(b"\n", pos + 8)
-        _put_count(session, packed[pos + 8 : stop].decode(), int(value))
-        pos = stop + 1
+        if version == 3:
+            number, value = _COUNTER.unpack_from(packed, pos)
+            # (A number missing from K_NAMES: the hash was deleted by hand.)
+            name = names.get(number, f"unknown_counter:{number}")
+            pos += _COUNTER.size
+        else:  # its value, its name, "\n"
+            (value,) = struct.unpack_from("<d", packed, pos)
+            stop = packed.index(b"\n", pos + 8)
+            name, pos = packed[pos + 8 : stop].decode(), stop + 1
+        _put_count(session, name, int(value))
     return True
 
 

@@ -1,6 +1,7 @@
 """Sessions as first-class records: boundaries, timeouts that fire alone, explicit control."""
 
 import re
+import struct
 import subprocess
 import time
 import uuid
@@ -344,6 +345,44 @@ def test_a_session_state_of_the_earlier_text_form_goes_on_counting(
     assert (session["events"], session["last_event_ms"]) == (3, T0 + 2 * MINUTE_MS)
     assert session["modality"] == {"gesture": 3}
     assert session["source"] == {"gesture_classifier": 3}
+
+
+def test_a_session_state_of_version_2_goes_on_counting(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    # Version 2 of the binary state held each counter by name ("value name \n"); version 3
+    # holds numbers (K_NAMES). A session packed by version 2 is read, and goes on.
+    settings = make_settings(session_timeout_s=300)
+    keys = Keys.from_settings(settings)
+    sid = "sess_00000000000000bb"
+    client.hset(
+        keys.session(sid),
+        mapping={"session_id": sid, "user_id": "una11", "status": "active", "start_ms": T0},
+    )
+    client.zadd(keys.session_index, {sid: T0})
+    client.zadd(keys.user_sessions("una11"), {sid: T0})
+    records = {"late_events": 1, "modality:gesture": 2, "source:gesture_classifier": 3}
+    state = struct.pack("<BddddBH", 2, T0, T0 + MINUTE_MS, 3, T0, len(sid), len(records))
+    state += sid.encode()
+    state += b"".join(struct.pack("<d", n) + name.encode() + b"\n" for name, n in records.items())
+    client.hset(keys.active, "una11", state.ljust(72))
+    publish(client, settings, [event("una11", T0 + 2 * MINUTE_MS, modality="audio")])
+    run_burst(settings, sinks=False)
+    (message,) = tagged(client, settings)
+    assert (message["session_id"], message["session_seq"]) == (sid, 4)
+    expected = {
+        "events": 4,
+        "late_events": 1,
+        "modality": {"gesture": 2, "audio": 1},
+        "source": {"gesture_classifier": 4},
+    }
+    live = get_session(client, Keys.every_partition(settings), sid)
+    assert live is not None and {k: live[k] for k in expected} == expected
+    publish(client, settings, [event("una11", T0 + 60 * MINUTE_MS)])  # closes it (timeout)
+    run_burst(settings, sinks=False)
+    closed = get_session(client, Keys.every_partition(settings), sid)
+    assert closed is not None and closed["status"] == "closed"
+    assert {k: closed[k] for k in expected} == expected
 
 
 def test_registry_queries_and_cli(client: Redis, make_settings: SettingsFactory) -> None:
