@@ -426,6 +426,7 @@ class Worker:
         entries: list[Entry] = list(zip(batch["message_ids"], batch["data"], strict=True))
         checked = lane.tagger.check(entries)
         calls: list[asyncio.Task[None]] = []  # script calls in flight, oldest first
+        reading: asyncio.Task[list[Entry]] | None = None
         try:
             while entries:
                 reading = asyncio.create_task(self._read_ahead(lane))  # the server reads first
@@ -435,7 +436,10 @@ class Worker:
                     # one goes out once the call before it has answered.
                     while calls:
                         await calls.pop(0)
-                calls.append(asyncio.create_task(self._tag_in_order(lane, entries, checked)))
+                before = calls[-1] if calls else None
+                calls.append(
+                    asyncio.create_task(self._tag_in_order(lane, entries, checked, before))
+                )
                 entries = await reading
                 if len(entries) >= self.settings.batch_size:
                     checked = await asyncio.to_thread(lane.tagger.check, entries)
@@ -446,8 +450,9 @@ class Worker:
             while calls:
                 await calls.pop(0)
         finally:
-            # After a failure, leave no call running behind this handler.
-            await asyncio.gather(*calls, return_exceptions=True)
+            # After a failure, leave nothing running behind this handler (what a read took
+            # stays pending: the claimer tags it after TAGGER_CLAIM_IDLE_MS).
+            await asyncio.gather(*calls, *([reading] if reading else []), return_exceptions=True)
 
     async def _read_ahead(self, lane: Lane) -> list[Entry]:
         """The partition's next entries, while the worker still serves the partition (else
@@ -471,12 +476,26 @@ class Worker:
         )
         return [(i, f) for i, f in (reply[0][1] if reply else []) if f is not None]
 
-    async def _tag_in_order(self, lane: Lane, entries: list[Entry], checked: Checked) -> None:
+    async def _tag_in_order(
+        self,
+        lane: Lane,
+        entries: list[Entry],
+        checked: Checked,
+        after: "asyncio.Task[None] | None" = None,
+    ) -> None:
+        """Tag a batch once no older entry of its partition is pending. `after`: the call
+        this worker sent just before, still running when this one was sent."""
         while True:
             try:
                 await self._tag_with_retry(lane, entries, checked)
                 return
             except OlderEntriesPending as exc:
+                if after is not None:
+                    # Most likely the call before reached the server second (the two went
+                    # on separate connections): go again as soon as it is done.
+                    await asyncio.gather(after, return_exceptions=True)
+                    after = None
+                    continue
                 if self._stopping.is_set():
                     return  # left pending: the next worker claims the batch
                 # A consumer that died left older entries; they go first, once claimable.
