@@ -128,25 +128,23 @@ end
 -- Numbers of the modalities and sources counted in this call, by their plain names.
 local modality_numbers, source_numbers = {}, {}
 
+-- Counts `name` (if any) under `prefix`; `numbers` keeps its counter number for the rest
+-- of the call, so the prefixed name is built once per call rather than per event.
+local function count_named(s, numbers, prefix, name)
+  if name == '' then return end
+  local n = numbers[name]
+  if not n then
+    n = counter_number(prefix .. name)
+    numbers[name] = n
+  end
+  add(s, n, 1)
+end
+
 -- An event counted in its active session (late: it came before the session's start).
 local function count_event(s, modality, source, late)
   if late then add(s, counter_number('late_events'), 1) end
-  if modality ~= '' then
-    local n = modality_numbers[modality]
-    if not n then
-      n = counter_number('modality:' .. modality)
-      modality_numbers[modality] = n
-    end
-    add(s, n, 1)
-  end
-  if source ~= '' then
-    local n = source_numbers[source]
-    if not n then
-      n = counter_number('source:' .. source)
-      source_numbers[source] = n
-    end
-    add(s, n, 1)
-  end
+  count_named(s, modality_numbers, 'modality:', modality)
+  count_named(s, source_numbers, 'source:', source)
 end
 
 -- name -> value of every counter of the session.

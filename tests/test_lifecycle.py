@@ -309,6 +309,18 @@ def test_registry_figures_of_an_active_session_are_live_and_kept_at_close(
     assert end["event_count"] == 4
 
 
+def seed_active_session(
+    client: Redis, keys: Keys, user_id: str, registry: dict[str, Any], state: str | bytes
+) -> None:
+    """An active session as an earlier version left it: its registry hash, its index
+    entries and its state in the active hash."""
+    sid = registry["session_id"]
+    client.hset(keys.session(sid), mapping={"user_id": user_id, "status": "active", **registry})
+    client.zadd(keys.session_index, {sid: T0})
+    client.zadd(keys.user_sessions(user_id), {sid: T0})
+    client.hset(keys.active, user_id, state)
+
+
 def test_a_session_state_of_the_earlier_text_form_goes_on_counting(
     client: Redis, make_settings: SettingsFactory
 ) -> None:
@@ -317,25 +329,18 @@ def test_a_session_state_of_the_earlier_text_form_goes_on_counting(
     settings = make_settings(session_timeout_s=300)
     keys = Keys.from_settings(settings)
     sid = "sess_00000000000000aa"
-    client.hset(
-        keys.session(sid),
-        mapping={
-            "session_id": sid,
-            "user_id": "tom10",
-            "status": "active",
-            "start_ms": T0,
-            "events": 2,
-            "seq": 2,
-            "last_ms": T0 + MINUTE_MS,
-            "first_event_ms": T0,
-            "last_event_ms": T0 + MINUTE_MS,
-            "modality:gesture": 2,
-            "source:gesture_classifier": 2,
-        },
-    )
-    client.zadd(keys.session_index, {sid: T0})
-    client.zadd(keys.user_sessions("tom10"), {sid: T0})
-    client.hset(keys.active, "tom10", f"{sid} {T0} {T0 + MINUTE_MS} 2 {T0}")
+    registry = {
+        "session_id": sid,
+        "start_ms": T0,
+        "events": 2,
+        "seq": 2,
+        "last_ms": T0 + MINUTE_MS,
+        "first_event_ms": T0,
+        "last_event_ms": T0 + MINUTE_MS,
+        "modality:gesture": 2,
+        "source:gesture_classifier": 2,
+    }
+    seed_active_session(client, keys, "tom10", registry, f"{sid} {T0} {T0 + MINUTE_MS} 2 {T0}")
     publish(client, settings, [event("tom10", T0 + 2 * MINUTE_MS)])
     run_burst(settings, sinks=False)
     (message,) = tagged(client, settings)
@@ -355,17 +360,12 @@ def test_a_session_state_of_version_2_goes_on_counting(
     settings = make_settings(session_timeout_s=300)
     keys = Keys.from_settings(settings)
     sid = "sess_00000000000000bb"
-    client.hset(
-        keys.session(sid),
-        mapping={"session_id": sid, "user_id": "una11", "status": "active", "start_ms": T0},
-    )
-    client.zadd(keys.session_index, {sid: T0})
-    client.zadd(keys.user_sessions("una11"), {sid: T0})
     records = {"late_events": 1, "modality:gesture": 2, "source:gesture_classifier": 3}
     state = struct.pack("<BddddBH", 2, T0, T0 + MINUTE_MS, 3, T0, len(sid), len(records))
     state += sid.encode()
     state += b"".join(struct.pack("<d", n) + name.encode() + b"\n" for name, n in records.items())
-    client.hset(keys.active, "una11", state.ljust(72))
+    registry = {"session_id": sid, "start_ms": T0}
+    seed_active_session(client, keys, "una11", registry, state.ljust(72))
     publish(client, settings, [event("una11", T0 + 2 * MINUTE_MS, modality="audio")])
     run_burst(settings, sinks=False)
     (message,) = tagged(client, settings)
