@@ -40,7 +40,7 @@ class Keys:
     deadlines: str  # sorted set: active session_id scored by its wall-clock deadline (ms)
     session_prefix: str  # + session_id: hash, the session's registry entry
     user_prefix: str  # + user_id: sorted set of the user's session_ids by start
-    counter_names: str  # hash: registry counter name -> its number in the active states
+    counter_names: str  # hash: counter name -> its number in active states, "#<n>" -> name
     partition: int
     partitions: int
 

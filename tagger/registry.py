@@ -39,7 +39,8 @@ def get_session(
             session = _decode(raw)
             if session["status"] == "active":
                 packed: Any = client.hget(keys.active, session["user_id"])
-                if not _add_live_figures(session, packed, _counter_names(client, keys)):
+                names = _counter_names(client, keys, [packed])
+                if not _add_live_figures(session, packed, names):
                     # It closed between the two reads: the hash holds its figures now.
                     raw = client.hgetall(keys.session(session_id))
                     session = _decode(raw)
@@ -108,7 +109,7 @@ def _list_one(
         for s in active:
             pipe.hget(keys.active, s["user_id"])
         states = pipe.execute()
-        names = _counter_names(client, keys) if active else {}
+        names = _counter_names(client, keys, states)
         closed_meanwhile = [
             session
             for session, packed in zip(active, states, strict=True)
@@ -134,10 +135,21 @@ _STATE_HEAD = struct.Struct("<BddddBH")
 _COUNTER = struct.Struct("<Hd")  # version 3: a counter's number (see _counter_names), value
 
 
-def _counter_names(client: Redis, keys: Keys) -> dict[int, str]:
-    """The partition's registry counters by the numbers the states know them by."""
-    raw: Any = client.hgetall(keys.counter_names)
-    return {int(number): name.decode() for name, number in raw.items()}
+def _counter_names(client: Redis, keys: Keys, states: Sequence[bytes | None]) -> dict[int, str]:
+    """The names of the counters these states (of version 3) hold, by their numbers."""
+    numbers = sorted({n for packed in states for n in _counter_numbers(packed)})
+    if not numbers:
+        return {}
+    names: Any = client.hmget(keys.counter_names, [f"#{n}" for n in numbers])
+    return {n: name.decode() for n, name in zip(numbers, names, strict=True) if name}
+
+
+def _counter_numbers(packed: bytes | None) -> list[int]:
+    if not packed or packed[0] != 3:
+        return []
+    *_, sid_len, n_counters = _STATE_HEAD.unpack_from(packed)
+    start = _STATE_HEAD.size + sid_len
+    return [_COUNTER.unpack_from(packed, start + k * _COUNTER.size)[0] for k in range(n_counters)]
 
 
 def _add_live_figures(session: dict[str, Any], packed: bytes | None, names: dict[int, str]) -> bool:

@@ -385,6 +385,32 @@ def test_a_session_state_of_version_2_goes_on_counting(
     assert {k: closed[k] for k in expected} == expected
 
 
+def test_counter_names_past_the_last_number_count_together(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    # A state holds a counter's number in two bytes; a producer sending ever new sources
+    # must not make the names hash grow without end.
+    settings = make_settings(session_timeout_s=300)
+    keys = Keys.from_settings(settings)
+    # Numbers are given as names first come: modality:gesture and source:cam_a take the
+    # last two, cam_b and cam_c count together.
+    client.hset(keys.counter_names, "#last", 65532)
+    sources = ["cam_a", "cam_b", "cam_c"]
+    publish(client, settings, [event("vera12", T0 + i, source=s) for i, s in enumerate(sources)])
+    run_burst(settings, sinks=False)
+    sid = tagged(client, settings)[0]["session_id"]
+    overflow = "(more counter names than a partition numbers)"
+    expected = {"modality": {"gesture": 3}, "source": {"cam_a": 1, overflow: 2}}
+    live = get_session(client, Keys.every_partition(settings), sid)
+    assert live is not None and {k: live[k] for k in expected} == expected
+    names = {k.decode() for k in client.hkeys(keys.counter_names)}
+    assert "source:cam_a" in names and not {"source:cam_b", "source:cam_c"} & names
+    publish(client, settings, [event("vera12", T0 + 60 * MINUTE_MS)])  # closes it (timeout)
+    run_burst(settings, sinks=False)
+    closed = get_session(client, Keys.every_partition(settings), sid)
+    assert closed is not None and {k: closed[k] for k in expected} == expected
+
+
 def test_registry_queries_and_cli(client: Redis, make_settings: SettingsFactory) -> None:
     settings = make_settings(session_timeout_s=300)
     keys = Keys.every_partition(settings)
