@@ -6,7 +6,7 @@
 --       (hash user_id -> state, see pack()), 5 dedup zset (record_id
 --       by tag time), 6 session index (zset sid by start_ms), 7 deadlines (zset sid by
 --       wall-clock ms), 8 control stream, 9 control replies stream, 10 counter names
---       (hash registry counter name -> its number in the states, see pack())
+--       (hash: the numbers of registry counters in the states, see K_NAMES below)
 -- ARGV: 1 op, 2 group, 3 timeout_ms, 4 max_session_ms, 5 dedup_window_ms,
 --       6 session key prefix, 7 user key prefix, then the op's own arguments.
 
@@ -140,6 +140,35 @@ local function values_format(n)
   return format
 end
 
+-- Counters per struct call: Lua's C stack holds a few thousand values at most.
+local VALUES_CHUNK = 1000
+
+-- flat: number, value, number, value, ... of n counters.
+local function pack_values(flat, n)
+  if n <= VALUES_CHUNK then return struct.pack(values_format(n), unpack(flat)) end
+  local parts = {}
+  for i = 1, n, VALUES_CHUNK do
+    local j = math.min(i + VALUES_CHUNK - 1, n)
+    parts[#parts + 1] = struct.pack(values_format(j - i + 1), unpack(flat, 2 * i - 1, 2 * j))
+  end
+  return table.concat(parts)
+end
+
+-- The n counters packed at pos into values (number -> value).
+local function unpack_values(packed, pos, n, values)
+  if n <= VALUES_CHUNK then
+    local flat = {struct.unpack(values_format(n), packed, pos)}
+    for x = 1, 2 * n, 2 do values[flat[x]] = flat[x + 1] end
+    return
+  end
+  for i = 1, n, VALUES_CHUNK do
+    local k = math.min(VALUES_CHUNK, n - i + 1)
+    local part = {struct.unpack(values_format(k), packed, pos)}
+    for x = 1, 2 * k, 2 do values[part[x]] = part[x + 1] end
+    pos = part[2 * k + 1]
+  end
+end
+
 -- values: counter number -> value; named: nil, or counters by name not yet numbered (a
 -- state of an earlier version: numbers are given when the state is next packed, by a
 -- call that type-checked K_NAMES).
@@ -203,7 +232,7 @@ local function pack(s)
     n_values = n_values + 1
   end
   local packed = struct.pack(STATE_HEAD, 3, s.start, s.last, s.seq, s.first, #s.sid,
-    n_values) .. s.sid .. struct.pack(values_format(n_values), unpack(flat))
+    n_values) .. s.sid .. pack_values(flat, n_values)
   return packed .. string.rep(' ', STATE_BYTES - #packed)
 end
 
@@ -243,8 +272,7 @@ local function unpack_state(user, packed)
     end
     return s
   end
-  local flat = {struct.unpack(values_format(n_values), packed, pos)}
-  for k = 1, 2 * n_values, 2 do s.values[flat[k]] = flat[k + 1] end
+  unpack_values(packed, pos, n_values, s.values)
   return s
 end
 

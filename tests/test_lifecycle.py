@@ -411,6 +411,22 @@ def test_counter_names_past_the_last_number_count_together(
     assert closed is not None and {k: closed[k] for k in expected} == expected
 
 
+def test_a_session_with_thousands_of_counters_keeps_them(
+    client: Redis, make_settings: SettingsFactory
+) -> None:
+    # More counters than one struct call of the script packs (sessions.lua, VALUES_CHUNK).
+    settings = make_settings(session_timeout_s=300)
+    events = [event("wim13", T0 + i, source=f"mod{i:04d}") for i in range(4100)]
+    publish(client, settings, events)
+    run_burst(settings, sinks=False)
+    publish(client, settings, [event("wim13", T0 + 5000, source="mod0000")])
+    run_burst(settings, sinks=False)
+    sid = tagged(client, settings)[0]["session_id"]
+    live = get_session(client, Keys.every_partition(settings), sid)
+    assert live is not None and live["events"] == 4101
+    assert live["source"] == {f"mod{i:04d}": 2 if i == 0 else 1 for i in range(4100)}
+
+
 def test_registry_queries_and_cli(client: Redis, make_settings: SettingsFactory) -> None:
     settings = make_settings(session_timeout_s=300)
     keys = Keys.every_partition(settings)
