@@ -84,8 +84,8 @@ end
 -- (tagger/registry.py reads an active session's from here). Binary because every batch
 -- packs and unpacks it for each of its users: as text, the number formatting and
 -- parsing cost more than the batch's commands. Counters by number rather than by name
--- (as version 2 had them: value, name, "\n"): a state a third the size, unpacked and
--- packed by one struct call each, 5% fewer server instructions per event
+-- (as version 2 had them: value, name, "\n"): a state less than half the size,
+-- unpacked and packed by one struct call each, 5% fewer server instructions per event
 -- (bench/instructions.py). Padded because a hash whose values all fit in
 -- hash-max-listpack-value (64 bytes by default) stays a listpack up to 512 fields, and
 -- HMGET then searches the list for every user (1.2M instructions instead of ~35k per
