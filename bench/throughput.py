@@ -23,6 +23,7 @@ from pathlib import Path
 
 import orjson
 from redis import Redis
+from redis.cluster import RedisCluster
 
 from tagger.connect import sync_client
 from tagger.demo import user_timeline
@@ -89,8 +90,11 @@ def floor_loop(client: Redis, stream: str) -> float:
     return time.perf_counter() - started
 
 
-def server_cpu_s(client: Redis) -> float | None:
-    """CPU seconds of the server's main thread, when it runs on this machine (else None)."""
+def server_cpu_s(client: Redis | RedisCluster) -> float | None:
+    """CPU seconds of the server's main thread, when it runs on this machine (else None;
+    also on a cluster, whose keys live on several servers)."""
+    if isinstance(client, RedisCluster):
+        return None
     pid = client.info("server")["process_id"]
     try:
         # A remote server's pid may name some other process here.
@@ -142,7 +146,9 @@ def main() -> None:
             line: dict[str, object] = {"round": round_no, "events": args.events}
             rates, server_us = {}, {}
             for name, run in (("plain", plain_copy_loop), ("floor", floor_loop), ("tagger", None)):
-                stream = f"bench:{uuid.uuid4().hex[:8]}"
+                # One hash tag for every key of a contender, so that the floor script may
+                # touch the input and its copy on a cluster too.
+                stream = f"bench:{{{uuid.uuid4().hex[:8]}}}"
                 load(client, stream, payloads)
                 cpu_before = server_cpu_s(client)
                 seconds = run(client, stream) if run else tagger_burst(url, stream)
