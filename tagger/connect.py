@@ -10,9 +10,35 @@ from faststream.redis.broker.cluster_broker import RedisClusterBroker
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import AbstractConnection as AsyncConnection
 from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tagger.settings import is_cluster
+
+
+def _closed_writer_is_a_connection_error() -> None:
+    """redis-py 8.1's asyncio connection, written to after a concurrent disconnect closed
+    it (a failover: another task saw the node go), raises AttributeError or TypeError from
+    its writer instead of ConnectionError (redis-py issue 4287, fixed after 8.1.0). Those
+    escape every retry, the service's included, and a file sink that met one stopped the
+    worker (seen in tests/test_cluster.py's failover test). Here they become the
+    ConnectionError they are; any other AttributeError or TypeError goes on as it was."""
+    send = AsyncConnection.send_packed_command
+
+    async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+        try:
+            await send(self, command, check_health)
+        except (AttributeError, TypeError) as exc:
+            writer = self._writer
+            if writer is None or writer.transport is None or writer.transport.is_closing():
+                raise RedisConnectionError(f"connection closed while writing ({exc!r})") from exc
+            raise
+
+    AsyncConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
+
+
+_closed_writer_is_a_connection_error()
 
 
 def node_url(url: str) -> str:
