@@ -102,32 +102,22 @@ local MAX_NUMBER = 65535
 local OVERFLOW = 'source:(more counter names than a partition numbers)'
 local number_of = {}  -- the numbers read or given in this call, by name
 
--- Numbers for `names` (distinct counter names), given in K_NAMES to those it lacks.
-local function number_counters(names)
-  local wanted = {}
-  for _, name in ipairs(names) do
-    if not number_of[name] then wanted[#wanted + 1] = name end
-  end
-  if #wanted == 0 then return end
-  local found = bulk({'HMGET', K_NAMES}, wanted, 1000)
-  for k, name in ipairs(wanted) do
-    local n = tonumber(found[k])
-    if not n then
-      n = redis.call('HINCRBY', K_NAMES, '#last', 1)
-      if n < MAX_NUMBER then
-        redis.call('HSET', K_NAMES, name, n, '#' .. n, name)
-      else  -- not kept: the hash stops growing here
-        n = MAX_NUMBER
-        redis.call('HSET', K_NAMES, '#' .. n, OVERFLOW)
-      end
-    end
-    number_of[name] = n
-  end
-end
-
+-- A counter's number, given to it in K_NAMES the first time the partition sees it.
 local function counter_number(name)
-  if not number_of[name] then number_counters({name}) end
-  return number_of[name]
+  local n = number_of[name]
+  if n then return n end
+  n = tonumber(redis.call('HGET', K_NAMES, name))
+  if not n then
+    n = redis.call('HINCRBY', K_NAMES, '#last', 1)
+    if n < MAX_NUMBER then
+      redis.call('HSET', K_NAMES, name, n, '#' .. n, name)
+    else  -- not kept: the hash stops growing here
+      n = MAX_NUMBER
+      redis.call('HSET', K_NAMES, '#' .. n, OVERFLOW)
+    end
+  end
+  number_of[name] = n
+  return n
 end
 
 local values_formats = {}
