@@ -137,19 +137,31 @@ _COUNTER = struct.Struct("<Hd")  # version 3: a counter's number (see _counter_n
 
 def _counter_names(client: Redis, keys: Keys, states: Sequence[bytes | None]) -> dict[int, str]:
     """The names of the counters these states (of version 3) hold, by their numbers."""
-    numbers = sorted({n for packed in states for n in _counter_numbers(packed)})
+    numbers = sorted(
+        {key for packed in states if packed and packed[0] == 3 for key, _ in _counters(packed)}
+    )
     if not numbers:
         return {}
     names: Any = client.hmget(keys.counter_names, [f"#{n}" for n in numbers])
     return {n: name.decode() for n, name in zip(numbers, names, strict=True) if name}
 
 
-def _counter_numbers(packed: bytes | None) -> list[int]:
-    if not packed or packed[0] != 3:
-        return []
-    *_, sid_len, n_counters = _STATE_HEAD.unpack_from(packed)
-    start = _STATE_HEAD.size + sid_len
-    return [_COUNTER.unpack_from(packed, start + k * _COUNTER.size)[0] for k in range(n_counters)]
+def _counters(packed: bytes) -> list[tuple[Any, int]]:
+    """A binary state's counters: (number, value) in version 3, (name, value) in 2."""
+    version, *_, sid_len, n_counters = _STATE_HEAD.unpack_from(packed)
+    pos = _STATE_HEAD.size + sid_len
+    found: list[tuple[Any, int]] = []
+    for _ in range(n_counters):
+        if version == 3:
+            number, value = _COUNTER.unpack_from(packed, pos)
+            found.append((number, int(value)))
+            pos += _COUNTER.size
+        else:  # its value, its name, "\n"
+            (value,) = struct.unpack_from("<d", packed, pos)
+            stop = packed.index(b"\n", pos + 8)
+            found.append((packed[pos + 8 : stop].decode(), int(value)))
+            pos = stop + 1
+    return found
 
 
 def _add_live_figures(session: dict[str, Any], packed: bytes | None, names: dict[int, str]) -> bool:
@@ -161,24 +173,16 @@ def _add_live_figures(session: dict[str, Any], packed: bytes | None, names: dict
         return True
     if not packed:
         return False
-    version, _start, last, seq, first, sid_len, n_counters = _STATE_HEAD.unpack_from(packed)
+    _, _start, last, seq, first, sid_len, _ = _STATE_HEAD.unpack_from(packed)
     pos = _STATE_HEAD.size
     if packed[pos : pos + sid_len].decode() != session["session_id"]:
         return False
-    pos += sid_len
     session |= {"seq": int(seq), "events": int(seq), "last_ms": int(last)}
     session |= {"first_event_ms": int(first), "last_event_ms": int(last) if seq else -1}
-    for _ in range(n_counters):
-        if version == 3:
-            number, value = _COUNTER.unpack_from(packed, pos)
-            # (A number missing from K_NAMES: the hash was deleted by hand.)
-            name = names.get(number, f"unknown_counter:{number}")
-            pos += _COUNTER.size
-        else:  # its value, its name, "\n"
-            (value,) = struct.unpack_from("<d", packed, pos)
-            stop = packed.index(b"\n", pos + 8)
-            name, pos = packed[pos + 8 : stop].decode(), stop + 1
-        _put_count(session, name, int(value))
+    for key, n in _counters(packed):
+        # (A number missing from K_NAMES: the hash was deleted by hand.)
+        name = key if isinstance(key, str) else names.get(key, f"unknown_counter:{key}")
+        _put_count(session, name, n)
     return True
 
 
