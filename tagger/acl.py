@@ -6,18 +6,18 @@ every command of the service as such a user, so the list cannot fall behind the 
 from tagger.keys import Keys
 from tagger.settings import Settings
 
-# Every command the service, its sinks, the script and the CLI send (the script's own
+# Every command the service, its sinks, its scripts and the CLI send (a script's own
 # calls are checked against the caller's ACL too).
 COMMANDS = (
     # streams
     "xadd", "xreadgroup", "xread", "xack", "xgroup|create", "xinfo|groups", "xinfo|stream",
     "xpending", "xautoclaim", "xrange", "xrevrange", "xlen", "xtrim", "xdel",
-    # session state, registry, dedup marks, sink leases and pauses
+    # session state, registry, dedup marks, partition and sink leases, owner epochs
     "hset", "hget", "hmget", "hdel", "hincrby", "hlen", "hgetall",
     "zadd", "zrange", "zrevrange", "zrangebyscore", "zrevrangebyscore", "zrem",
     "zremrangebyscore", "zscore", "zmscore", "zcard",
-    "set", "get", "del", "exists", "pexpire", "type",
-    # the session script, loaded once per server start (it reads the server's clock)
+    "set", "get", "del", "exists", "pexpire", "type", "incr",
+    # the commit and lease scripts, loaded once per server start
     "eval", "evalsha", "script|load", "time",
     # transactions (control replies, erasure), connection set-up (redis-py tolerates a
     # refused CLIENT SETINFO, which Redis 7.0 does not know)

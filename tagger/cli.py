@@ -15,7 +15,6 @@ from rich.table import Table
 
 from exporters import SINK_NAMES
 from tagger.acl import acl_rules
-from tagger.batch import Counts
 from tagger.cli_common import console, fail, load_settings, progress_bar, running_server_url
 from tagger.cli_files import (
     compact_command,
@@ -33,6 +32,7 @@ from tagger.health import Check, readiness
 from tagger.keys import Keys
 from tagger.logs import configure_logging
 from tagger.publish import jsonl_lines, publish_raw, router
+from tagger.rules import Counts
 from tagger.server import redact, redis_url
 from tagger.settings import Settings
 from tagger.status import live_view, render, snapshot

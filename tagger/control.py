@@ -3,20 +3,22 @@
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
 from schemas import ControlReply, SessionControlRequest
 from tagger.errors import TaggerError
 from tagger.intake import payload_of
 from tagger.keys import Keys
 from tagger.registry import user_partition
-from tagger.script import SessionScript
+from tagger.rules import ControlRequest
 from tagger.times import epoch_ms, now_iso_ms
+
+if TYPE_CHECKING:
+    from tagger.runtime.owner import PartitionOwner
 
 # A request nobody handled for this long (no tagger was running) is refused, not applied:
 # a caregiver who was told "no answer" must not find the session started later.
@@ -28,72 +30,57 @@ class NoReply(TaggerError):
 
 
 async def handle_request(
-    script: SessionScript, client: AsyncRedis, entry_id: bytes, fields: dict[bytes, bytes]
+    owner: "PartitionOwner", entry_id: bytes, fields: dict[bytes, bytes]
 ) -> ControlReply:
-    """Apply one control entry; every entry gets exactly one reply."""
-    keys = script.keys
+    """Apply one control entry through its partition's owner; every entry gets exactly
+    one reply, committed with its ack and its effects."""
     raw = payload_of(fields) or b""
     try:
         request = SessionControlRequest.model_validate_json(raw)
     except ValidationError as exc:
-        return await _refuse(client, keys, entry_id, raw, exc)
+        request_id, reason = _refusal(raw, exc)
+        await owner.answer(entry_id, request_id, reason)
+        return ControlReply(request_id=request_id, status="error", session_id="", reason=reason)
     ts_ms = epoch_ms(request.timestamp)
+    request_id = str(request.record_id)
     if ts_ms < time.time() * 1000 - REQUEST_TTL_S * 1000:
-        return await _answer(
-            client,
-            keys,
-            entry_id,
-            str(request.record_id),
-            f"expired: asked over {REQUEST_TTL_S} s ago; ask again",
-        )
-    status, session_id, reason = await script.call(
-        "control",
-        [
-            entry_id,
-            request.action,
-            str(request.record_id),
-            request.user_id,
-            request.performer_id,
-            ts_ms,
-            request.session_id or "",
-            request.session_notes or "",
-            int(request.is_training_data),
-            request.training_intent_label or "",
-            int(request.supersede),
-        ],
+        reason = f"expired: asked over {REQUEST_TTL_S} s ago; ask again"
+        await owner.answer(entry_id, request_id, reason)
+        return ControlReply(request_id=request_id, status="error", session_id="", reason=reason)
+    meta = {
+        "session_notes": request.session_notes or "",
+        "is_training_data": request.is_training_data,
+        "training_intent_label": request.training_intent_label or "",
+    }
+    status, session_id, reason = await owner.control(
+        entry_id,
+        ControlRequest(
+            action=request.action,
+            request_id=request_id,
+            user_id=request.user_id,
+            performer_id=request.performer_id,
+            ts_ms=ts_ms,
+            session_id=request.session_id or "",
+            meta=meta,
+            supersede=request.supersede,
+        ),
     )
     return ControlReply(
-        request_id=str(request.record_id),
-        status=status.decode(),
-        session_id=session_id.decode(),
-        reason=reason.decode(),
+        request_id=request_id,
+        status=status,
+        session_id=session_id,
+        reason=reason,
     )
 
 
-async def _refuse(
-    client: AsyncRedis, keys: Keys, entry_id: bytes, raw: bytes, exc: ValidationError
-) -> ControlReply:
+def _refusal(raw: bytes, exc: ValidationError) -> tuple[str, str]:
     try:
         request_id = str(orjson.loads(raw).get("record_id", ""))
     except (orjson.JSONDecodeError, AttributeError):
         request_id = ""
     error = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(p) for p in error["loc"]) or "request"
-    return await _answer(
-        client, keys, entry_id, request_id, f"invalid_request: {where}: {error['msg']}"
-    )
-
-
-async def _answer(
-    client: AsyncRedis, keys: Keys, entry_id: bytes, request_id: str, reason: str
-) -> ControlReply:
-    """Refuse a request: ack it and reply with the reason, together."""
-    reply = ControlReply(request_id=request_id, status="error", session_id="", reason=reason)
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.xack(keys.control_stream, keys.group, entry_id)
-        pipe.xadd(keys.control_replies, dict(reply))
-        await pipe.execute()
-    return reply
+    return request_id, f"invalid_request: {where}: {error['msg']}"
 
 
 def request(

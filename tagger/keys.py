@@ -34,13 +34,15 @@ class Keys:
     control_stream: str
     control_replies: str
     group: str
-    active: str  # hash: user_id -> the active session's state (binary, see sessions.lua)
+    active: str  # hash: user_id -> the active session's state (tagger/rules/state.py)
     dedup: str  # sorted set: record_id scored by the time it was tagged (ms)
     session_index: str  # sorted set: session_id scored by start (event time, ms)
-    deadlines: str  # sorted set: active session_id scored by its wall-clock deadline (ms)
+    deadlines: str  # sorted set: what releases before 0.2 kept of each session's deadline
     session_prefix: str  # + session_id: hash, the session's registry entry
     user_prefix: str  # + user_id: sorted set of the user's session_ids by start
     counter_names: str  # hash: counter name -> its number in active states, "#<n>" -> name
+    owner: str  # string: the consumer that owns the partition now (a lease, PX)
+    epoch: str  # integer: raised by each new owner; a commit under an older one is refused
     partition: int
     partitions: int
 
@@ -69,6 +71,8 @@ class Keys:
             session_prefix=f"{p}:session:",
             user_prefix=f"{p}:user:",
             counter_names=f"{p}:counter-names",
+            owner=f"{p}:owner",
+            epoch=f"{p}:owner-epoch",
             partition=partition,
             partitions=settings.partitions,
         )

@@ -2,13 +2,13 @@
 
 Each partition has its own registry; a user's sessions are all in the user's partition."""
 
-import struct
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from redis import Redis
 
 from tagger.keys import Keys
+from tagger.rules.state import CounterNames, counters_by_name, decode_state, state_version
 
 Validity = Literal["active", "closed", "invalid"]
 _INT_FIELDS = {
@@ -129,59 +129,41 @@ def _list_one(
     return found
 
 
-# An active session's state as sessions.lua packs it (versions 2 and 3 share its head):
-# its figures live there until the session closes, and the registry hash gets them then.
-_STATE_HEAD = struct.Struct("<BddddBH")
-_COUNTER = struct.Struct("<Hd")  # version 3: a counter's number (see _counter_names), value
-
-
-def _counter_names(client: Redis, keys: Keys, states: Sequence[bytes | None]) -> dict[int, str]:
-    """The names of the counters these states (of version 3) hold, by their numbers."""
+def _counter_names(client: Redis, keys: Keys, states: Sequence[bytes | None]) -> CounterNames:
+    """The names of the counters these states hold by number (versions 3 and 4)."""
     numbers = sorted(
-        {key for packed in states if packed and packed[0] == 3 for key, _ in _counters(packed)}
+        {
+            n
+            for packed in states
+            if packed and state_version(packed) >= 3
+            for n in decode_state(packed).counts
+        }
     )
-    if not numbers:
-        return {}
-    names: Any = client.hmget(keys.counter_names, [f"#{n}" for n in numbers])
-    return {n: name.decode() for n, name in zip(numbers, names, strict=True) if name}
+    table = CounterNames()
+    if numbers:
+        names: Any = client.hmget(keys.counter_names, [f"#{n}" for n in numbers])
+        table.names = {n: name.decode() for n, name in zip(numbers, names, strict=True) if name}
+    return table
 
 
-def _counters(packed: bytes) -> list[tuple[Any, int]]:
-    """A binary state's counters: (number, value) in version 3, (name, value) in 2."""
-    version, *_, sid_len, n_counters = _STATE_HEAD.unpack_from(packed)
-    pos = _STATE_HEAD.size + sid_len
-    found: list[tuple[Any, int]] = []
-    for _ in range(n_counters):
-        if version == 3:
-            number, value = _COUNTER.unpack_from(packed, pos)
-            found.append((number, int(value)))
-            pos += _COUNTER.size
-        else:  # its value, its name, "\n"
-            (value,) = struct.unpack_from("<d", packed, pos)
-            stop = packed.index(b"\n", pos + 8)
-            found.append((packed[pos + 8 : stop].decode(), int(value)))
-            pos = stop + 1
-    return found
-
-
-def _add_live_figures(session: dict[str, Any], packed: bytes | None, names: dict[int, str]) -> bool:
+def _add_live_figures(session: dict[str, Any], packed: bytes | None, names: CounterNames) -> bool:
     """Overlay an active session's figures from its state in the active hash; True when
     the registry hash needs nothing more: the state was this session's, or in the
     earliest versions' text form (which kept the hash up to date). False when the session
     has no state any more: it closed after its hash was read."""
-    if packed and packed[0] not in (2, 3):
+    if packed and state_version(packed) == 1:
         return True
     if not packed:
         return False
-    _, _start, last, seq, first, sid_len, _ = _STATE_HEAD.unpack_from(packed)
-    pos = _STATE_HEAD.size
-    if packed[pos : pos + sid_len].decode() != session["session_id"]:
+    state = decode_state(packed)
+    if state.sid != session["session_id"]:
         return False
-    session |= {"seq": int(seq), "events": int(seq), "last_ms": int(last)}
-    session |= {"first_event_ms": int(first), "last_event_ms": int(last) if seq else -1}
-    for key, n in _counters(packed):
-        # (A number missing from K_NAMES: the hash was deleted by hand.)
-        name = key if isinstance(key, str) else names.get(key, f"unknown_counter:{key}")
+    session |= {"seq": state.seq, "events": state.seq, "last_ms": state.last_ms}
+    session |= {
+        "first_event_ms": state.first_ms,
+        "last_event_ms": state.last_ms if state.seq else -1,
+    }
+    for name, n in counters_by_name(state, names).items():
         _put_count(session, name, n)
     return True
 

@@ -4,7 +4,7 @@ import dataclasses
 import logging
 import time
 
-from tagger.batch import Counts
+from tagger.rules import Counts
 
 log = logging.getLogger("tagger")
 REPORT_INTERVAL_S = 10.0

@@ -32,3 +32,8 @@ def parse_time(text: Any) -> datetime | None:
         return None
     moment = datetime.fromisoformat(text)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """The aware UTC datetime of epoch milliseconds (exact integer arithmetic)."""
+    return _EPOCH + ms * _ONE_MS

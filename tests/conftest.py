@@ -14,10 +14,10 @@ import orjson
 import pytest
 from redis import Redis
 
-from tagger.batch import Counts
 from tagger.connect import sync_client
 from tagger.keys import Keys
 from tagger.publish import router
+from tagger.rules import Counts
 from tagger.server import EmbeddedValkey
 from tagger.settings import Settings
 from tagger.worker import Worker

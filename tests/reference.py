@@ -16,19 +16,28 @@ class _Session:
 
 
 def reference_partition(
-    events: Iterable[tuple[str, int, str]], timeout_ms: int, max_session_ms: int
+    events: Iterable[tuple[str, int, str]],
+    timeout_ms: int,
+    max_session_ms: int,
+    reached: dict[str, int] | None = None,
 ) -> set[frozenset[str]]:
     """Group record_ids into sessions. `events` are (user_id, ts_ms, record_id) in stream
     order. A new session opens on a user's first event, after a gap longer than the
     timeout past the latest event, or once the session has lasted max_session_ms. An
     event older than the user's latest session start is late: it joins the most recent
-    session whose span widened by the timeout holds it, else the nearest one."""
+    session whose span widened by the timeout holds it, else the nearest one.
+    `reached`, when given, counts the rules met: "max_duration" (a session rolled because
+    it lasted too long) and "late_depth" (the deepest recent session a late event joined,
+    1 = the latest)."""
+    reached = {} if reached is None else reached
     by_user: dict[str, list[_Session]] = {}
     for user, ts, record_id in events:
         sessions = by_user.setdefault(user, [])
         latest = sessions[-1] if sessions else None
         if latest is not None and ts < latest.start:
             target = _late_target(sessions, ts, timeout_ms)
+            depth = len(sessions) - sessions.index(target)
+            reached["late_depth"] = max(reached.get("late_depth", 0), depth)
         elif (
             latest is not None
             and ts - latest.last <= timeout_ms
@@ -36,6 +45,8 @@ def reference_partition(
         ):
             target = latest
         else:
+            if latest is not None and ts - latest.last <= timeout_ms:
+                reached["max_duration"] = reached.get("max_duration", 0) + 1
             target = _Session(start=ts, first=ts, last=ts)
             sessions.append(target)
         target.ids.append(record_id)

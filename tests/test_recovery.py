@@ -171,26 +171,28 @@ def test_an_emptied_script_cache_is_refilled(
 ) -> None:
     import asyncio
 
-    from tagger.batch import BatchTagger
     from tagger.connect import async_client
-    from tagger.script import SessionScript
+    from tagger.runtime import Checked, PartitionOwner
     from tagger.worker import ensure_group
 
     settings = make_settings()
 
     async def tag_twice_with_a_flush_between() -> int:
         aclient = async_client(server_url)
-        script = SessionScript(aclient, settings)
-        await ensure_group(aclient, script.keys)
-        batch_tagger = BatchTagger(script)
+        keys = streams(settings)
+        await ensure_group(aclient, keys)
+        owner = PartitionOwner(aclient, settings, keys, "c")
+        assert await owner.hold()
+        await owner.load()
         total = 0
         for _ in range(2):
             publish(client, settings, [event()])
             entries = await aclient.xreadgroup(
-                settings.group, "c", {streams(settings).input_stream: ">"}, count=10
+                settings.group, "c", {keys.input_stream: ">"}, count=10
             )
-            total += (await batch_tagger.tag(entries[0][1])).tagged
+            total += (await owner.tag(Checked(keys, entries[0][1]))).tagged
             client.script_flush()  # what a server restart without the script looks like
+        await owner.release()
         await aclient.aclose()
         return total
 

@@ -1,0 +1,492 @@
+"""The FastStream app: partition owners tagging their input, the file sinks, one tick
+for the housekeeping (membership and leases, idle sessions, trimming)."""
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from importlib.metadata import version
+from typing import Any
+
+import orjson
+from faststream import AckPolicy, FastStream
+from faststream.redis import StreamSub
+from faststream.redis.prometheus import RedisPrometheusMiddleware
+from faststream.specification import AsyncAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+
+from exporters import SINK_NAMES, file_sinks
+from exporters.runner import SinkRunner, create_group
+from schemas.control import ControlReply, SessionControlRequest
+from schemas.message import A3CPMessage
+from schemas.wire import DeadLetter, TaggedOutput
+from tagger.connect import make_broker
+from tagger.control import handle_request
+from tagger.endpoint import Endpoint, Response
+from tagger.errors import (
+    RETRY_DELAYS_S,
+    SERVER_ERRORS,
+    TRANSIENT_ERRORS,
+    GroupMissing,
+    WorkerFailed,
+)
+from tagger.health import consumer_groups, group_backlog, readiness
+from tagger.keys import Keys, workers_key
+from tagger.membership import beat, leave
+from tagger.membership import share as membership_share
+from tagger.metrics import Metrics
+from tagger.raw import documented_as, raw_decoder, raw_parser
+from tagger.report import BatchReport, count_fields
+from tagger.retention import trim_streams
+from tagger.rules import Counts
+from tagger.runtime.commit import Refused
+from tagger.runtime.owner import Checked, Entry, Fenced, PartitionOwner
+from tagger.runtime.recovery import Stuck, pause, read, recover
+from tagger.settings import Settings
+
+log = logging.getLogger("tagger")
+STOP_TIMEOUT_S = 30.0
+STARTUP_WAIT_S = 20.0
+# How long a thread may hold the GIL while another waits for it: a large batch is checked
+# in a thread while the event loop talks to the server (measured in the previous release:
+# 0.5 ms instead of Python's 5 ms gave 12.6-15.7k -> 15.4-16.9k events/s on a burst).
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+async def ensure_group(client: Redis, keys: Keys) -> None:
+    """Create the consumer groups from the streams' start; existing groups are kept."""
+    for stream in (keys.input_stream, keys.control_stream):
+        await create_group(client, stream, keys.group)
+
+
+class Worker:
+    """`tag=False` runs the sinks alone, `sinks=False` the owners alone; `burst` exits once
+    the input is drained and written."""
+
+    def __init__(
+        self, settings: Settings, url: str, *, burst: bool = False, tag: bool = True,
+        sinks: bool = True,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.partitions = Keys.every_partition(settings)
+        self.burst, self.tagging = burst, tag
+        self.consumer = settings.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.counts = Counts()  # summed over every partition's batches
+        self.sinks = [
+            (keys, sink)
+            for keys in (self.partitions if sinks else [])
+            for sink in file_sinks(settings, keys.partition)
+        ]
+        self.metrics = Metrics(self.partitions, SINK_NAMES if sinks else [], tagging=tag)
+        self.broker = make_broker(
+            url,
+            # FastStream's own lines go through the service's handler (text or JSON);
+            # its per-message access lines at DEBUG only.
+            logger=logging.getLogger("tagger.broker"),
+            log_level=logging.DEBUG,
+            graceful_timeout=30.0,
+            middlewares=[RedisPrometheusMiddleware(registry=self.metrics.registry)],
+            apply_types=False,  # handlers get raw entries; see tagger/raw.py
+        )
+        spec = AsyncAPI(
+            self.broker,
+            title="A3CP session tagger",
+            version=version("a3cp-session-tagger"),
+            description="Assigns each A3CP message to its user's session on Redis Streams.",
+        )
+        self.app = FastStream(self.broker, logger=log, specification=spec)
+        self.endpoint = Endpoint(
+            {
+                "/metrics": self._metrics_page,
+                "/health": self._health_page,
+                "/ready": self._ready_page,
+            }
+        )
+        self.endpoint_port: int | None = None
+        self._report = BatchReport()
+        self._owners: list[PartitionOwner] = []  # by partition, once connected
+        # partition -> the real start of its input and control subscribers: they read only
+        # while this worker owns the partition (the broker's start of them does nothing).
+        self._subscribers: dict[int, list[tuple[Any, Callable[[], Awaitable[None]]]]] = {}
+        self._reading: set[int] = set()
+        self._sinks_share = set(range(settings.partitions))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.failure: BaseException | None = None
+        self.app.on_startup(self._prepare)
+        self.app.after_startup(self._start_background)
+        self.app.on_shutdown(self._stop_background)
+        if tag:
+            for keys in self.partitions:
+                self._subscribe(keys)
+
+    def _subscribe(self, k: Keys) -> None:
+        p = k.partition
+
+        async def handle(batch: dict[str, Any]) -> None:
+            await self._handle(self._owners[p], batch)
+
+        async def handle_control(message: dict[str, Any]) -> None:
+            ((entry_id, fields),) = zip(message["message_ids"], message["data"], strict=True)
+            await self._serve(self._owners[p], lambda o: self._control(o, entry_id, fields))
+
+        self._subscribers[p] = [
+            self._raw_subscriber(
+                k.input_stream,
+                documented_as(handle, A3CPMessage, "handle"),
+                batch=True,
+                max_records=self.settings.batch_size,
+                title=k.input_stream,
+                description="A3CPMessage JSON in entry field `data` (or FastStream's `__data__`), "
+                "read by the tagger's consumer group in batches.",
+            ),
+            self._raw_subscriber(
+                k.control_stream,
+                documented_as(handle_control, SessionControlRequest, "handle_control"),
+                title=k.control_stream,
+                description="Explicit session start/end requests, JSON in field `data`; "
+                f"each is answered on {k.control_replies}.",
+            ),
+        ]
+        # The owner's commit writes these streams itself (atomically with the session
+        # state); the publishers only declare them, for docs/asyncapi.yaml.
+        outputs = [
+            (k.output_stream, TaggedOutput, "Tagged messages and session.start/end records, "
+             "JSON in field `data`; fields user_id, session_id, kind beside it."),
+            (k.dead_letter_stream, DeadLetter, "Refused input entries (these are the entry's "
+             "fields, not JSON), each with a reason and what to fix."),
+            (k.control_replies, ControlReply, "One reply per control request (entry fields)."),
+        ]  # fmt: skip
+        for stream, schema, description in outputs:
+            self.broker.publisher(
+                stream=stream, schema=schema, title=stream, description=description
+            )
+
+    def _raw_subscriber(
+        self, stream_name: str, handler: Callable[..., Awaitable[None]], title: str,
+        description: str, **options: Any,
+    ) -> tuple[Any, Callable[[], Awaitable[None]]]:  # fmt: skip
+        stream = StreamSub(
+            stream_name,
+            group=self.settings.group,
+            consumer=self.consumer,
+            polling_interval=self.settings.block_ms,
+            last_id=">",
+            **options,
+        )
+        # The commit acks each entry itself, atomically with its effects: MANUAL keeps
+        # FastStream from acking, and the raw parser skips its JSON re-encoding.
+        subscriber = self.broker.subscriber(
+            stream=stream, parser=raw_parser, decoder=raw_decoder, ack_policy=AckPolicy.MANUAL,
+            title=title, description=description,
+        )  # fmt: skip
+        subscriber(handler)
+        real_start = subscriber.start
+
+        async def not_yet() -> None:  # started by _balance once the partition is owned
+            return None
+
+        subscriber.start = not_yet  # type: ignore[method-assign]
+        return subscriber, real_start
+
+    async def run(self) -> Counts:
+        """Run until stopped (or, in burst mode, until the input is drained and written)."""
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        await self.app.run()
+        if self.failure is not None:
+            raise WorkerFailed(
+                f"a background task failed ({self.failure!r}); nothing unstored was acked. "
+                "Fix the cause (disk space, permissions on TAGGER_DATA_DIR, the server) "
+                "and restart."
+            ) from self.failure
+        return self.counts
+
+    async def _prepare(self) -> None:
+        client = await self._connect_at_start()
+        for keys in self.partitions:
+            await ensure_group(client, keys)
+            self._owners.append(PartitionOwner(client, self.settings, keys, self.consumer))
+        for keys, sink in self.sinks:
+            await create_group(client, keys.output_stream, keys.sink_group(sink.name))
+        await self._start_endpoint()
+
+    async def _connect_at_start(self) -> Redis:
+        """A server that is restarting is waited for (up to STARTUP_WAIT_S): a supervisor
+        may well restart a worker in the middle of a server restart. One that refuses our
+        certificate check will not come good by waiting, so that fails at once."""
+        deadline = time.monotonic() + STARTUP_WAIT_S
+        delays = itertools.chain(RETRY_DELAYS_S, itertools.repeat(RETRY_DELAYS_S[-1]))
+        while True:
+            try:
+                client: Redis = await self.broker.connect()
+                await client.ping()  # connect() alone does not reach the server
+                return client
+            except TRANSIENT_ERRORS as exc:
+                delay_s = next(delays)
+                if "CERTIFICATE" in str(exc) or time.monotonic() + delay_s > deadline:
+                    raise
+                log.warning("server unreachable at start (%s); retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+
+    async def _start_endpoint(self) -> None:
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        try:
+            self.endpoint_port = await self.endpoint.start(host, port)
+        except OSError as exc:
+            log.warning(
+                "cannot serve /metrics, /health, /ready on %s:%d (%s); this worker goes on "
+                "without them. Set TAGGER_METRICS_PORT to a free port (0: any) to have them.",
+                host, port, exc,
+            )  # fmt: skip
+            return
+        log.info("metrics and health on http://%s:%d/metrics", host, self.endpoint_port)
+
+    async def _metrics_page(self) -> Response:
+        try:
+            await self.metrics.refresh(await self.broker.connect())
+        except (*SERVER_ERRORS, GroupMissing) as exc:
+            log.warning("metrics: shared gauges not refreshed (%s)", exc)
+        return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
+
+    async def _health_page(self) -> Response:
+        if self.failure is not None:
+            body = {"status": "failed", "error": repr(self.failure)}
+            return 503, "application/json", orjson.dumps(body)
+        return 200, "application/json", orjson.dumps({"status": "ok"})
+
+    async def _ready_page(self) -> Response:
+        checks = await readiness(
+            await self.broker.connect(),
+            self.partitions,
+            tagging=self.tagging,
+            sink_names=self.metrics.sink_names,
+            max_sink_lag=self.settings.ready_max_sink_lag,
+        )
+        ready = all(c.ok for c in checks) and self.failure is None
+        body = {"ready": ready, "checks": [dataclasses.asdict(c) for c in checks]}
+        return (200 if ready else 503), "application/json", orjson.dumps(body)
+
+    # -- background: one tick, the sinks, the drain watcher ---------------------------
+
+    async def _start_background(self) -> None:
+        client = await self.broker.connect()
+        await self._balance()  # before the sinks start, so they lead only their share
+        self._start_task(self._tick_forever())
+        for keys, sink in self.sinks:
+            p = keys.partition
+            runner = SinkRunner(
+                client, self.settings, keys, sink, self.consumer,
+                may_lead=lambda p=p: p in self._sinks_share,  # type: ignore[misc]
+            )  # fmt: skip
+            self._start_task(runner.run(self._stopping))
+        if self.burst:
+            self._start_task(self._exit_when_drained())
+
+    def _start_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+
+    def _on_task_done(self, task: "asyncio.Task[None]") -> None:
+        # A background task that dies (a sink that cannot write, above all) stops the
+        # service: running on without it would ack what nobody stored.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task %s failed: %r", task.get_coro(), exc)
+            self.failure = exc
+            self.app.exit()
+
+    async def _stop_background(self) -> None:
+        # Every task stops on its own between steps: cancelling a task inside a redis-py
+        # call was seen to hang shutdown. Cancel is the last resort, after a timeout.
+        self._stopping.set()
+        if self._tasks:
+            _done, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in stuck:
+                log.warning("task %s did not stop in %.0f s; cancelling it", task, STOP_TIMEOUT_S)
+                task.cancel()
+        await self.endpoint.close()
+
+    async def _tick_forever(self) -> None:
+        """The housekeeping, one step a tick: heartbeat and leases, idle sessions, trim."""
+        s = self.settings
+        tick_s = min(s.sweep_interval_ms / 1000, s.sink_lease_ms / 3000, 0.5)
+        next_trim = time.monotonic() + s.trim_interval_s
+        while not self._stopping.is_set():
+            await pause(self._stopping, tick_s)
+            if self._stopping.is_set():
+                break
+            try:
+                await self._balance()
+                for owner in self._owners:
+                    if owner.epoch is not None and not owner.needs_recovery:
+                        self.metrics.swept(await owner.sweep())
+                if time.monotonic() >= next_trim:
+                    next_trim = time.monotonic() + s.trim_interval_s
+                    await self._trim()
+            except Fenced as exc:
+                log.warning("%s", exc)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("housekeeping failed (%s); will retry", exc)
+        client = await self.broker.connect()
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            for role, active in self._roles():
+                if active:
+                    await leave(client, workers_key(self.settings, role), self.consumer)
+            for owner in self._owners:
+                if owner.epoch is not None:
+                    await owner.release()
+
+    def _roles(self) -> list[tuple[str, bool]]:
+        return [("tag", self.tagging), ("sinks", bool(self.sinks))]
+
+    async def _balance(self) -> None:
+        """Own this worker's share of the partitions (tagger/membership.py): take or renew
+        their leases, recover a newly owned one before reading it, let go of the rest."""
+        client = await self.broker.connect()
+        for role, active in self._roles():
+            if not active:
+                continue
+            live = await beat(client, workers_key(self.settings, role), self.consumer,
+                              self.settings.sink_lease_ms)  # fmt: skip
+            share = membership_share(live, self.consumer, self.settings.partitions)
+            if role == "sinks":
+                self._sinks_share = share
+                continue
+            before = set(self._reading)
+            for owner in self._owners:
+                p = owner.keys.partition
+                if p in share and await owner.hold():
+                    if p not in self._reading and await self._serve(owner, None):
+                        await self._read_partition(p, True)
+                elif p in self._reading or owner.epoch is not None:
+                    await self._read_partition(p, False)
+                    if owner.epoch is not None:
+                        await owner.release()
+            if self._reading != before:
+                log.info(
+                    "%d workers: tagging partitions %s of %d",
+                    len(live), sorted(self._reading), self.settings.partitions,
+                    extra={"partitions": sorted(self._reading), "workers": len(live)},
+                )  # fmt: skip
+
+    async def _read_partition(self, p: int, on: bool) -> None:
+        for subscriber, real_start in self._subscribers[p]:
+            await (real_start() if on else subscriber.stop())
+        if on:
+            self._reading.add(p)
+        else:
+            self._reading.discard(p)
+
+    async def _exit_when_drained(self) -> None:
+        client = await self.broker.connect()
+        groups = consumer_groups(self.partitions, self.tagging, self.metrics.sink_names)
+        while not self._stopping.is_set():
+            try:
+                if all([await group_backlog(client, s, g) == (0, 0) for s, g in groups]):
+                    self.app.exit()
+                    return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("checking the backlog failed (%s); will retry", exc)
+            await pause(self._stopping, 0.05)
+
+    async def _trim(self) -> None:
+        """Keep the streams from growing without end (see tagger/retention.py)."""
+        client = await self.broker.connect()
+        sink_groups = {self.partitions[0].sink_group(name) for name in SINK_NAMES}
+        now_ms = int(time.time() * 1000)
+        removed: dict[str, int] = {}
+        for keys in self.partitions:
+            removed |= await trim_streams(
+                client, keys, sink_groups, self.settings.retention_s * 1000, now_ms
+            )
+            # Dedup marks past the window (the commit ignores them; this frees them).
+            await client.zremrangebyscore(
+                keys.dedup, "-inf", now_ms - self.settings.dedup_window_s * 1000
+            )
+        if any(removed.values()):
+            log.debug("trimmed %s", removed, extra={"trimmed": removed})
+
+    # -- the partition's one path: read -> check -> rules -> commit (and ack) -----------
+
+    async def _handle(self, owner: PartitionOwner, batch: dict[str, Any]) -> None:
+        """Tag the batch FastStream read, then the partition's next entries while they keep
+        coming (a steady stream stays here rather than going through FastStream's consume
+        path every few entries)."""
+        entries: list[Entry] = list(zip(batch["message_ids"], batch["data"], strict=True))
+        while entries and await self._serve(owner, lambda o, e=entries: self._tag(o, e)):  # type: ignore[misc]
+            entries = []
+            if not self._stopping.is_set() and owner.epoch is not None:
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    entries = await read(
+                        owner, owner.keys.input_stream, ">", self.settings.batch_size
+                    )
+
+    async def _serve(
+        self, owner: PartitionOwner, step: Callable[[PartitionOwner], Awaitable[None]] | None
+    ) -> bool:
+        """Run `step` (None: only recover) as the partition's owner, recovering first when
+        the owner needs it (its entries are pending here, so recovery tags them too), and
+        retrying what the service can ride out; False when the partition is no longer
+        ours or the worker stops (what is unacked stays pending for the next owner)."""
+        delays = itertools.chain(RETRY_DELAYS_S, itertools.repeat(RETRY_DELAYS_S[-1]))
+        while not self._stopping.is_set():
+            try:
+                if owner.needs_recovery:
+                    s = self.settings
+                    await recover(owner, s.batch_size, s.max_deliveries, self._tag, self._control)
+                elif step is not None:
+                    await step(owner)
+                return True
+            except Fenced as exc:
+                log.warning("%s", exc)
+                return False
+            except Refused as exc:  # an older entry pending elsewhere: claimed, in order
+                log.info("partition %d: %s; taking it over", owner.keys.partition, exc)
+                owner.needs_recovery = True
+            except Stuck as exc:
+                log.warning("%s", exc)
+                owner.needs_recovery = True
+                await pause(self._stopping, min(max(self.settings.claim_idle_ms / 1000, 0.02), 1))
+            except TRANSIENT_ERRORS as exc:
+                delay_s = next(delays)
+                log.warning("server unreachable (%s); retrying in %.1f s", exc, delay_s)
+                owner.needs_recovery = True
+                await pause(self._stopping, delay_s)
+            except Exception as exc:
+                log.error("partition %d: batch failed (%r); recovering", owner.keys.partition, exc)
+                owner.needs_recovery = True
+        return False
+
+    async def _tag(self, owner: PartitionOwner, entries: Any) -> None:
+        started = time.perf_counter()
+        if len(entries) >= 50:  # the check is pure Python: off the event loop when large
+            checked = await asyncio.to_thread(Checked, owner.keys, entries)
+        else:
+            checked = Checked(owner.keys, entries)
+        counts = await owner.tag(checked)
+        self.counts.add(counts)
+        self._batch_done(entries, counts, time.perf_counter() - started)
+
+    async def _control(self, owner: PartitionOwner, entry_id: bytes, fields: Any) -> None:
+        reply = await handle_request(owner, entry_id, fields)
+        self.metrics.control_done(reply.status, reply.reason)
+        log.info("control %s: %s %s", reply.request_id, reply.status, reply.reason)
+
+    def _batch_done(self, entries: list[Entry], counts: Counts, seconds: float) -> None:
+        oldest_ms = int(entries[0][0].split(b"-", 1)[0])
+        wait_s = time.time() - oldest_ms / 1000
+        self.metrics.batch_done(counts, len(entries), seconds, wait_s)
+        log.debug(
+            "batch of %d: %d tagged, %d dead, %d duplicates in %.1f ms",
+            len(entries), counts.tagged, counts.dead, counts.duplicates, seconds * 1000,
+            extra={"batch": len(entries), "tag_ms": round(seconds * 1000, 2),
+                   **count_fields(counts)},
+        )  # fmt: skip
+        self._report.add(counts, seconds)

@@ -1,0 +1,273 @@
+"""The session rules (tagger/rules) without a server: against the reference model, fast,
+and each rule of start/end/sweep and the state codec on its own."""
+
+import random
+import struct
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tagger.intake import Accepted
+from tagger.rules import (
+    ControlRequest,
+    CounterNames,
+    Limits,
+    Outcome,
+    SessionState,
+    Span,
+    control,
+    decode_state,
+    encode_state,
+    needs_history,
+    sweep,
+    tag,
+)
+from tagger.rules.state import OVERFLOW, counters_by_name, number_named
+from tests.reference import observed_partition, reference_partition
+
+TIMEOUT_MS, MAX_SESSION_MS = 60_000, 150_000
+LIMITS = Limits(TIMEOUT_MS, MAX_SESSION_MS)
+T0 = 1_750_000_000_000
+NOW = T0 + 10**9  # wall clock, far from event time: the rules never mix the two
+
+
+def accepted(user: str, ts: int, n: int, record_id: str | None = None, **kw: str) -> Accepted:
+    rid = record_id or str(uuid.UUID(int=n, version=4))
+    head = orjson.dumps({"record_id": rid, "user_id": user})[:-1]
+    return Accepted(
+        entry_id=f"{n + 1}-0".encode(), user_id=user, record_id=rid, ts_ms=ts, head=head,
+        upstream_session_id=kw.get("upstream", ""), modality=kw.get("modality", "gesture"),
+        source=kw.get("source", "cam"),
+    )  # fmt: skip
+
+
+@dataclass
+class Partition:
+    """What the runtime does between batches, in memory: the owner's states, and the
+    registry's spans that `needs_history` users get (newest first)."""
+
+    states: dict[str, SessionState] = field(default_factory=dict)
+    spans: dict[str, Span] = field(default_factory=dict)
+    by_user: dict[str, list[str]] = field(default_factory=dict)
+    names: CounterNames = field(default_factory=CounterNames)
+    outputs: list[dict[str, object]] = field(default_factory=list)
+
+    def history(self, users: list[str]) -> dict[str, list[Span]]:
+        found = {}
+        for user in users:
+            spans = [self.spans[sid] for sid in self.by_user.get(user, [])]
+            spans.sort(key=lambda s: (s.start_ms, s.sid), reverse=True)
+            found[user] = [Span(s.sid, s.start_ms, s.first_ms, s.last_ms, s.seq) for s in spans]
+        return found
+
+    def commit(self, out: Outcome) -> None:
+        for o in out.opened:
+            self.spans[o.sid] = Span(o.sid, o.start_ms, -1, -1, 0)
+            self.by_user.setdefault(o.user_id, []).append(o.sid)
+        for _user, s, _reason, _performer, _end in out.closed:
+            span = self.spans[s.sid]
+            span.first_ms, span.seq = s.first_ms, s.seq
+            span.last_ms = s.last_ms if s.seq else -1
+        for u in out.closed_updates.values():
+            span = self.spans[u.sid]
+            span.seq = u.seq
+            span.first_ms = u.first_ms if u.first_ms is not None else span.first_ms
+            span.last_ms = u.last_ms if u.last_ms is not None else span.last_ms
+        for user, state in out.states.items():
+            if state is None:
+                self.states.pop(user, None)
+            else:
+                self.states[user] = state
+        self.names.added.clear()
+        self.outputs += [orjson.loads(r.data + b"") | {"kind": r.kind} for r in out.records]
+
+    def tag(self, events: list[Accepted]) -> Outcome:
+        history = self.history(needs_history(events, self.states, LIMITS))
+        out = tag(events, self.states, history, self.names, LIMITS, NOW)
+        self.commit(out)
+        return out
+
+
+def witness(user: str) -> list[int]:
+    """A timeline that meets both rarer rules: a session rolled at max duration, and a
+    late event whose session is the 4th most recent of its user."""
+    steps = [0, 50_000, 100_000, 140_000, 160_000]  # rolls at 160 s (max 150 s)
+    steps += [400_000, 600_000, 800_000]  # three more sessions, each its own
+    return [*steps, 170_000]  # late: joins the session that started at 160 s (depth 4)
+
+
+gaps_ms = st.one_of(
+    st.integers(0, 5_000),
+    st.integers(TIMEOUT_MS - 2, TIMEOUT_MS + 2),
+    st.integers(TIMEOUT_MS, TIMEOUT_MS * 4),
+    st.integers(-TIMEOUT_MS * 8, -1),  # late, as far back as several sessions
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    timelines=st.lists(st.lists(gaps_ms, min_size=1, max_size=30), min_size=1, max_size=4),
+    seed=st.integers(0, 2**32),
+    batch_size=st.sampled_from([1, 2, 7, 500]),
+)
+def test_rules_match_the_reference_model(
+    timelines: list[list[int]], seed: int, batch_size: int
+) -> None:
+    per_user = [[T0 + t for t in witness("w")]]
+    for gaps in timelines:
+        ts, times = T0, []
+        for gap in gaps:
+            ts += gap
+            times.append(ts)
+        per_user.append(times)
+    rng = random.Random(seed)
+    lanes = [n for n, times in enumerate(per_user) for _ in times]
+    rng.shuffle(lanes)
+    cursors = [iter(times) for times in per_user]
+    stream = [accepted(f"user{n}", next(cursors[n]), i) for i, n in enumerate(lanes)]
+
+    partition = Partition()
+    for i in range(0, len(stream), batch_size):
+        partition.tag(stream[i : i + batch_size])
+
+    reached: dict[str, int] = {}
+    expected = reference_partition(
+        ((e.user_id, e.ts_ms, e.record_id) for e in stream), TIMEOUT_MS, MAX_SESSION_MS, reached
+    )
+    assert reached.get("max_duration", 0) >= 1 and reached["late_depth"] >= 4
+    messages = [e for e in partition.outputs if e["kind"] == "message"]
+    assert observed_partition(messages) == expected
+    assert len(messages) == len(stream)
+
+
+def test_a_duplicate_is_acked_not_tagged() -> None:
+    p = Partition()
+    first = accepted("ana", T0, 1)
+    out = p.tag([first, accepted("ana", T0 + 1, 2, record_id=first.record_id)])
+    assert (out.counts.tagged, out.counts.duplicates) == (1, 1)
+    assert out.acked == [b"2-0", b"3-0"] and out.fresh == [first.record_id]
+    known = tag(
+        [accepted("ana", T0 + 2, 3)],
+        p.states,
+        {},
+        p.names,
+        LIMITS,
+        NOW,
+        {str(uuid.UUID(int=3, version=4))},
+    )
+    assert known.counts.duplicates == 1 and not known.records
+
+
+def test_the_rules_leave_the_callers_states_as_they_were() -> None:
+    p = Partition()
+    p.tag([accepted("ana", T0, 1)])
+    before = encode_state(p.states["ana"])
+    tag([accepted("ana", T0 + 1, 2)], p.states, {}, p.names, LIMITS, NOW)
+    assert encode_state(p.states["ana"]) == before
+
+
+def test_a_timeout_rolls_the_session_and_the_records_bracket_it() -> None:
+    p = Partition()
+    out = p.tag([accepted("ana", T0, 1), accepted("ana", T0 + TIMEOUT_MS + 1, 2)])
+    kinds = [r.kind for r in out.records]
+    assert kinds == ["session.start", "message", "session.end", "session.start", "message"]
+    end = orjson.loads(out.records[2].data)
+    assert end["close_reason"] == "timeout" and end["event_count"] == 1
+    assert end["end_time"] == "2025-06-15T15:06:40.000Z"  # the last event's time
+    assert out.counts.closed == 1 and out.counts.opened == 2
+
+
+def test_upstream_session_id_is_kept_beside_ours() -> None:
+    p = Partition()
+    out = p.tag([accepted("ana", T0, 1, upstream="sess_theirs")])
+    message = orjson.loads(out.records[1].data)
+    assert message["upstream_session_id"] == "sess_theirs"
+    assert message["session_id"].startswith("sess_") and message["session_seq"] == 1
+    assert out.counts.upstream_mismatch == 1
+
+
+def request(action: str, user: str = "ana", **kw: object) -> ControlRequest:
+    values: dict[str, object] = {"request_id": str(uuid.uuid4()), "user_id": user,
+                                 "performer_id": "carer01", "ts_ms": T0}  # fmt: skip
+    return ControlRequest(action=action, **(values | kw))  # type: ignore[arg-type]
+
+
+def test_start_is_idempotent_and_supersede_closes_the_active_one() -> None:
+    p = Partition()
+    meta = {"session_notes": "with carer", "is_training_data": True,
+            "training_intent_label": "help"}  # fmt: skip
+    out, reply = control(request("start", meta=meta), p.states, None, p.names, LIMITS, NOW)
+    p.commit(out)
+    assert reply[0] == "ok" and reply[2] == "started"
+    start = orjson.loads(out.records[0].data)
+    assert (start["session_notes"], start["training_intent_label"]) == ("with carer", "help")
+    again, reply2 = control(request("start"), p.states, None, p.names, LIMITS, NOW)
+    assert reply2 == ("ok", reply[1], "already_active") and not again.records
+    out3, reply3 = control(request("start", supersede=True), p.states, None, p.names, LIMITS, NOW)
+    assert reply3[2] == "superseded" and reply3[1] != reply[1]
+    end = orjson.loads(out3.records[0].data)
+    assert end["close_reason"] == "superseded" and end["session_notes"] == "with carer"
+
+
+def test_end_refuses_unknown_foreign_and_closed_sessions_and_changes_nothing() -> None:
+    p = Partition()
+    out, (_, sid, _) = control(request("start"), p.states, None, p.names, LIMITS, NOW)
+    p.commit(out)
+    cases = [
+        (None, "not_found"),
+        (("ben", "active"), "forbidden"),
+        (("ana", "closed"), "already_closed"),
+    ]
+    for registry, reason in cases:
+        refused, reply = control(
+            request("end", session_id=sid), p.states, registry, p.names, LIMITS, NOW
+        )
+        assert reply == ("error", sid, reason) and refused == Outcome()
+    ended, reply = control(
+        request("end", session_id=sid), p.states, ("ana", "active"), p.names, LIMITS, NOW
+    )
+    assert reply == ("ok", sid, "ended") and ended.states == {"ana": None}
+
+
+def test_sweep_closes_only_sessions_past_their_deadline() -> None:
+    p = Partition()
+    p.tag([accepted("ana", T0, 1)])
+    deadline = p.states["ana"].deadline_ms
+    assert deadline == NOW + TIMEOUT_MS
+    early = sweep(p.states, ["ana"], p.names, LIMITS, deadline - 1)
+    assert not early.closed
+    due = sweep(p.states, ["ana"], p.names, LIMITS, deadline)
+    ((user, _state, reason, performer, end_ms),) = due.closed
+    assert (user, reason, performer, end_ms) == ("ana", "timeout", "system", T0)
+
+
+def test_state_round_trips_and_every_earlier_version_decodes() -> None:
+    s = SessionState("sess_00000000000000aa", T0, T0 + 5, 3, T0 - 1, NOW, {1: 2, 7: 1},
+                     {"session_notes": "n"})  # fmt: skip
+    assert decode_state(encode_state(s)) == s
+    assert len(encode_state(s)) > 64  # the active hash stays a hashtable (see state.py)
+    text = decode_state(f"{s.sid} {T0} {T0 + 5} 3 {T0 - 1}".encode(), deadline_ms=NOW)
+    assert (text.sid, text.start_ms, text.last_ms, text.seq, text.first_ms) == (
+        s.sid, T0, T0 + 5, 3, T0 - 1,
+    )  # fmt: skip
+    v3 = struct.pack("<BddddBH", 3, T0, T0 + 5, 3, T0 - 1, len(s.sid), 2) + s.sid.encode()
+    v3 += struct.pack("<HdHd", 1, 2, 7, 1)
+    assert decode_state(v3.ljust(72)).counts == {1: 2, 7: 1}
+    v2 = struct.pack("<BddddBH", 2, T0, T0 + 5, 3, T0 - 1, len(s.sid), 1) + s.sid.encode()
+    v2 += struct.pack("<d", 4) + b"source:cam\n"
+    old = decode_state(v2.ljust(72))
+    names = CounterNames()
+    number_named(old, names)
+    assert counters_by_name(old, names) == {"source:cam": 4}
+
+
+def test_counter_names_past_the_last_number_count_together() -> None:
+    names = CounterNames(last=65533)
+    a, b, c = names.number("source:a"), names.number("source:b"), names.number("source:c")
+    assert a == 65534 and b == c == 65535 and names.name(b) == OVERFLOW
+    assert "source:b" not in names.hash_fields() and names.hash_fields()["#last"] == 65536
+    names.forget_added()
+    assert names.last == 65533 and "source:a" not in names.numbers
