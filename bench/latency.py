@@ -1,10 +1,12 @@
 """Latency at an open-loop offered load: XADD of an event to its tagged entry's arrival.
 
-    python -m bench.latency [--rate 2000] [--seconds 30] [--users 200] [--sinks]
+    python -m bench.latency [--rate 2000] [--seconds 30] [--users 200] [--no-sinks] [--rounds N]
 
-Starts its own Valkey (loopback, AOF appendfsync always as the embedded default, or
---appendfsync everysec) and one
-`tagger run --no-sinks` (with `--sinks`, the file sinks run in the same process), then
+Each round runs two contenders in turn, each on a Valkey of its own (loopback, AOF
+appendfsync always as the embedded default, or --appendfsync everysec): `tagger run` as
+users run it (the file sinks in the same process; --no-sinks leaves them out), and the
+plain copy loop (XREADGROUP BLOCK, XADD unchanged, XACK), the baseline the ratios are
+taken against. For each it
 publishes one event every 1/rate s on a fixed schedule, whatever the tagger does (open
 loop: a slow tagger meets a queue, not a politer producer). A reader thread follows the
 output stream; latency is the reader's arrival time minus the producer's send time, both
@@ -12,7 +14,8 @@ on the machine's monotonic clock, counted from when the event was due (so a late
 producer cannot hide latency); `ids_*` give the same from the input entry's stream id to
 the output entry's (server clock, whole milliseconds: the tagger alone, without the
 producer's and reader's own delays). The first second is warm-up and not counted. Prints
-one JSON line: percentiles, max, and the mean batch size the worker reported.
+a JSON line per round (both contenders' percentiles, max, the mean batch size the worker
+reported, and the tagger/plain ratios at p50 and p99), then the median ratios.
 """
 
 import argparse
@@ -63,6 +66,21 @@ def follow_output(url: str, stop: "multiprocessing.synchronize.Event", out: Any)
     out.send(arrived)
 
 
+def plain_copy_loop(url: str) -> None:
+    """The baseline: XREADGROUP BLOCK, XADD each entry unchanged (kind "message", so the
+    reader counts it), XACK; no validation, no session, one pipeline per read."""
+    client = sync_client(url)
+    client.xgroup_create("a3cp:messages", "plain", id="0", mkstream=True)
+    while True:
+        reply: Any = client.xreadgroup("plain", "c", {"a3cp:messages": ">"}, count=500, block=100)
+        for _stream, entries in reply or []:
+            pipe = client.pipeline(transaction=False)
+            for _entry_id, fields in entries:
+                pipe.xadd(OUTPUT, {**fields, b"kind": b"message"})
+            pipe.xack("a3cp:messages", "plain", *[entry_id for entry_id, _ in entries])
+            pipe.execute()
+
+
 def event_payload(record_id: str, n: int, users: int) -> bytes:
     return orjson.dumps(
         {
@@ -105,9 +123,27 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="events per second offered")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--sinks", action="store_true", help="run the file sinks too")
+    parser.add_argument("--no-sinks", action="store_true", help="tagger run --no-sinks")
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate tagger and plain")
+    parser.add_argument("--plain-loop", help=argparse.SUPPRESS)  # the baseline's process
     args = parser.parse_args()
+    if args.plain_loop:
+        plain_copy_loop(args.plain_loop)
+        return
+    ratios: dict[str, list[float]] = {"p50": [], "p99": []}
+    for n in range(args.rounds):
+        tagger, plain = run_once(args, "tagger"), run_once(args, "plain")
+        line = {**tagger, "round": n + 1, "plain": plain}
+        for q in ratios:
+            line[f"{q}_ratio"] = round(tagger[f"{q}_ms"] / plain[f"{q}_ms"], 2)
+            ratios[q].append(line[f"{q}_ratio"])
+        print(json.dumps(line))  # the tagger's figures, the plain loop's, their ratios
+    if args.rounds > 1:
+        print(json.dumps({f"median_{q}_ratio": statistics.median(r) for q, r in ratios.items()}))
+
+
+def run_once(args: argparse.Namespace, contender: str) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="tagger-latency-"))
     server = ValkeyServer(
         data_dir=workdir / "valkey", persist=True, appendonly="yes", appendfsync=args.appendfsync
@@ -121,7 +157,16 @@ def main() -> None:
         "TAGGER_DATA_DIR": str(workdir / "data"),
         "TAGGER_METRICS_PORT": str(metrics_port),
     }
-    command = [sys.executable, "-m", "tagger", "run", *([] if args.sinks else ["--no-sinks"])]
+    if contender == "plain":
+        command = [sys.executable, "-m", "bench.latency", "--plain-loop", url]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "tagger",
+            "run",
+            *(["--no-sinks"] if args.no_sinks else []),
+        ]
     log = (workdir / "worker.log").open("wb")
     worker = subprocess.Popen(command, env=env, stderr=log)
     client = sync_client(url)
@@ -129,7 +174,7 @@ def main() -> None:
     receive, send = multiprocessing.Pipe(duplex=False)
     reader = multiprocessing.Process(target=follow_output, args=(url, stop, send))
     try:
-        while not client.exists("a3cp:messages"):  # the worker made its group
+        while not client.exists("a3cp:messages"):  # the consumer made its group
             time.sleep(0.05)
         reader.start()
         sent: dict[str, tuple[float, int]] = {}
@@ -161,7 +206,7 @@ def main() -> None:
                 break
             time.sleep(0.05)
         time.sleep(0.5)  # the reader's last XREAD
-        mean_batch = mean_batch_size(metrics_port)
+        mean_batch = mean_batch_size(metrics_port) if contender == "tagger" else None
         stop.set()
         arrived: dict[str, tuple[float, int]] = receive.recv()
     finally:
@@ -173,28 +218,25 @@ def main() -> None:
     measured = [r for r in sent if r in arrived]
     latencies = sorted((arrived[r][0] - sent[r][0]) * 1000 for r in measured)
     in_server = sorted(float(arrived[r][1] - sent[r][1]) for r in measured)
-    print(
-        json.dumps(
-            {
-                "rate": args.rate,
-                "achieved_rate": round(n_events / offered_s),
-                "seconds": args.seconds,
-                "sinks_in_process": args.sinks,
-                "appendfsync": args.appendfsync,
-                "measured": len(sent),
-                "arrived": len(latencies),
-                "p50_ms": round(percentile(latencies, 0.50), 2),
-                "p99_ms": round(percentile(latencies, 0.99), 2),
-                "p99_9_ms": round(percentile(latencies, 0.999), 2),
-                "max_ms": round(latencies[-1], 2),
-                "mean_ms": round(statistics.fmean(latencies), 2),
-                "ids_p50_ms": percentile(in_server, 0.50),
-                "ids_p99_ms": percentile(in_server, 0.99),
-                "ids_max_ms": in_server[-1],
-                "mean_batch_size": mean_batch,
-            }
-        )
-    )
+    return {
+        "contender": contender,
+        "rate": args.rate,
+        "achieved_rate": round(n_events / offered_s),
+        "seconds": args.seconds,
+        "sinks_in_process": contender == "tagger" and not args.no_sinks,
+        "appendfsync": args.appendfsync,
+        "measured": len(sent),
+        "arrived": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.50), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "p99_9_ms": round(percentile(latencies, 0.999), 2),
+        "max_ms": round(latencies[-1], 2),
+        "mean_ms": round(statistics.fmean(latencies), 2),
+        "ids_p50_ms": percentile(in_server, 0.50),
+        "ids_p99_ms": percentile(in_server, 0.99),
+        "ids_max_ms": in_server[-1],
+        "mean_batch_size": mean_batch,
+    }
 
 
 if __name__ == "__main__":
