@@ -116,7 +116,9 @@ class Keys:
         return self.user_prefix + user_id
 
     def script_keys(self) -> list[str]:
-        """KEYS of sessions.lua, in its order."""
+        """The partition's own keys: the ten the previous release's script took as KEYS, in
+        its order (tests run that script to write state as it did), then the owner's lease
+        and epoch."""
         return [
             self.input_stream,
             self.output_stream,
@@ -128,4 +130,6 @@ class Keys:
             self.control_stream,
             self.control_replies,
             self.counter_names,
+            self.owner,
+            self.epoch,
         ]
