@@ -16,6 +16,12 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 # part-<first stream id>-<last stream id>[-p<partition>].parquet: the ids are the sink's
 # progress marker (per partition: each partition's output stream numbers its own ids).
 PART_NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)-(\d+)(-p\d+)?\.parquet$")
+# Test-only fault hook (tests/test_parquet.py): with this set to 1 the process dies right
+# after a flush renamed its part files into place, before their entries are acked, as a
+# crash there would. Not TAGGER_*: Settings refuses unknown TAGGER_* names. Never set it
+# in production.
+FAULT_AFTER_RENAME = "A3CP_TEST_FAULT_AFTER_PARQUET_RENAME"
+FAULT_EXIT_CODE = 86
 SPINE = (
     "record_id",
     "user_id",
@@ -160,6 +166,8 @@ class ParquetSink:
         """Write every buffered partition as one new part file; returns the ids stored."""
         for part, rows in self._rows.items():
             self._write(part, rows)
+        if self._rows and os.environ.get(FAULT_AFTER_RENAME) == "1":  # test-only hook
+            os._exit(FAULT_EXIT_CODE)
         done, self._rows, self._ids = self._ids, {}, []
         return done
 

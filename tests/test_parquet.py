@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pytest
 from redis import Redis
 
 from tagger.settings import Settings
@@ -133,3 +134,52 @@ def test_dataset_reads_in_pandas_polars_and_duckdb(
         f"FROM read_parquet('{root}/**/*.parquet', hive_partitioning=true)"
     )
     assert duckdb.sql(query).fetchall() == [(rows, 2)]
+
+
+@pytest.mark.parametrize("acked_first_chunk", [False, True])
+def test_a_crash_after_a_part_file_is_renamed_writes_no_row_twice(
+    client: Redis, make_settings: SettingsFactory, acked_first_chunk: bool
+) -> None:
+    """Killed between the rename of its part files and the ack of their entries, the
+    sink's next leader takes those entries over and skips the rows already on disk.
+
+    Taken over whole, the entries rebuild part files of the same names (a name is the id
+    range), which the rename replaces: that alone hides a sink that wrote them again.
+    The kill can also land between two of SinkRunner._ack's XACKs of 1000 ids; then the
+    next leader gets the rest only, ranges of other names: with `acked_first_chunk` the
+    test acks the first 1000 as such a kill leaves them."""
+    import subprocess
+
+    from exporters.parquet import FAULT_AFTER_RENAME, FAULT_EXIT_CODE
+    from tests.conftest import tagger_cmd, tagger_env
+
+    settings = make_settings(session_timeout_s=300, sink_lease_ms=500)
+    users = [f"user{u}" for u in range(4)]
+    # Two event dates (and the boundaries' date, wall-clock time): a part file each.
+    day_one = [event(u, T0 + i * MINUTE_MS) for i in range(500) for u in users]
+    day_two = [event(u, T0 + (720 + i) * MINUTE_MS) for i in range(100) for u in users]
+    events = day_one + day_two
+    publish(client, settings, events)
+    run_burst(settings, sinks=False)  # the sink then reads a backlog: one file per date
+    env = tagger_env(settings)
+    crashed = subprocess.run(
+        tagger_cmd("run", "--burst", "--sinks-only"),
+        env={**env, FAULT_AFTER_RENAME: "1"},
+        capture_output=True,
+        timeout=120,
+    )
+    assert crashed.returncode == FAULT_EXIT_CODE, crashed.stderr.decode()[-2000:]
+    root = settings.data_dir / "parquet" / "events"
+    assert len(list(root.glob("*/part-*.parquet"))) >= 3  # renamed into place ...
+    out = streams(settings).output_stream
+    group = next(g["name"] for g in client.xinfo_groups(out) if g["name"].endswith(b"-parquet"))
+    assert client.xpending(out, group)["pending"] == client.xlen(out)  # ... nothing acked
+    if acked_first_chunk:
+        client.xack(out, group, *[i for i, _ in client.xrange(out, count=1000)])
+
+    done = subprocess.run(tagger_cmd("run", "--burst"), env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    check_each_output_entry_once(client, settings)
+    rows = events_table(settings).to_pylist()
+    messages = [r["record_id"] for r in rows if r["kind"] == "message"]
+    assert sorted(messages) == sorted(e["record_id"] for e in events)  # each exactly once
