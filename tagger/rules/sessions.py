@@ -92,20 +92,25 @@ class _Batch:
     limits: Limits
     now_ms: int
     out: Outcome = field(default_factory=Outcome)
+    numbers: dict[tuple[str, str, bool], list[int]] = field(default_factory=dict)
 
     def state(self, user: str) -> SessionState | None:
         if user in self.out.states:
             return self.out.states[user]
         s = self.states.get(user)
         if s is not None:  # copied on first touch: the caller's state stays as it was
-            s = dataclasses.replace(s, counts=dict(s.counts), named=dict(s.named))
+            s = s.copy()
             self.out.states[user] = s
         return s
 
     def count(self, s: SessionState, e: Accepted, late: bool) -> None:
-        for name in counter_names(e, late):
-            n = self.names.number(name)
-            s.counts[n] = s.counts.get(n, 0) + 1
+        counts, numbers = s.counts, self.numbers
+        key = (e.modality, e.source, late)
+        found = numbers.get(key)
+        if found is None:  # the names of a few modalities and sources, once per batch
+            found = numbers[key] = [self.names.number(name) for name in counter_names(e, late)]
+        for n in found:
+            counts[n] = counts.get(n, 0) + 1
 
     def open(
         self, user: str, sid: str, start_ms: int, performer: str, meta: dict[str, Any]
