@@ -147,6 +147,58 @@ def test_kill_9_mid_run_loses_and_doubles_nothing(
     done = subprocess.run(tagger_cmd("run", "--burst"), env=env, capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     check_exactly_once(client, settings, events)
+    check_files_exactly_once(client, settings, events)  # the sinks died with the workers
+
+
+def check_files_exactly_once(
+    client: Redis, settings: Settings, events: list[dict[str, Any]]
+) -> None:
+    """Each event one line of its session's JSONL log and one Parquet row, under the
+    session_id the output stream gave it."""
+    import orjson
+    import pyarrow.dataset as ds
+
+    expected = {e["record_id"]: e["session_id"] for e in tagged(client, settings)}
+    assert sorted(expected) == sorted(e["record_id"] for e in events)
+    lines = []
+    for path in (settings.data_dir / "logs").rglob("*.jsonl"):
+        for line in path.read_bytes().splitlines():
+            logged = orjson.loads(line)["event"]
+            if logged.get("kind", "message") == "message":
+                lines.append((logged["record_id"], logged["session_id"]))
+    assert sorted(lines) == sorted(expected.items())
+    table = ds.dataset(
+        settings.data_dir / "parquet" / "events", format="parquet", partitioning="hive"
+    ).to_table(columns=["kind", "record_id", "session_id"])
+    rows = [(r["record_id"], r["session_id"]) for r in table.to_pylist() if r["kind"] == "message"]
+    assert sorted(rows) == sorted(expected.items())
+
+
+def test_sigterm_mid_backlog_then_a_rerun_loses_and_doubles_nothing(
+    client: Redis, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = make_settings(claim_idle_ms=100, sink_lease_ms=500)
+    events = backlog_events(n_users=50, per_user=600, timeout_s=settings.session_timeout_s)
+    publish(client, settings, events)
+    env = tagger_env(settings)
+    keys = streams(settings)
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(tagger_cmd("run"), env=env, stderr=log)
+        deadline = time.monotonic() + 60
+        while client.xlen(keys.output_stream) < 3000:
+            assert worker.poll() is None and time.monotonic() < deadline, "no progress"
+            time.sleep(0.01)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=90)
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-2000:]
+    # It stopped mid-backlog: input entries are left for the next run.
+    (group,) = [g for g in client.xinfo_groups(keys.input_stream) if g["name"] == b"session-tagger"]
+    assert group["lag"] + group["pending"] > 0
+    assert len(tagged(client, settings)) < len(events)
+    done = subprocess.run(tagger_cmd("run", "--burst"), env=env, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    check_exactly_once(client, settings, events)
+    check_files_exactly_once(client, settings, events)
 
 
 def test_sigterm_finishes_the_batch_and_exits_0(
