@@ -114,6 +114,10 @@ class PartitionOwner:
         self.lock = asyncio.Lock()  # one batch, request or sweep of the partition at a time
         self.needs_recovery = True  # load state and tag pending entries before new ones
         self.failures: dict[bytes, int] = {}  # entry id -> failed tries alone (poison)
+        # One recovery at a time (the input and the control handler may both need one);
+        # `recoveries` tells a handler that one ran, and tagged its entries, meanwhile.
+        self.recovery_lock = asyncio.Lock()
+        self.recoveries = 0
         self._commit = CommitScript(client, keys)
         self._acquire = client.register_script(ACQUIRE_LUA)
         self._release = client.register_script(RELEASE_LUA)
@@ -142,6 +146,10 @@ class PartitionOwner:
     async def load(self) -> None:
         """The partition's active sessions and counter names, from the server; states of
         earlier versions are converted as they are next written."""
+        async with self.lock:  # no batch or request may run on half-loaded state
+            await self._load()
+
+    async def _load(self) -> None:
         k = self.keys
         raw_states: Any = await self.client.hgetall(k.active)
         raw_names: Any = await self.client.hgetall(k.counter_names)

@@ -436,13 +436,18 @@ class Worker:
         retrying what the service can ride out; False when the partition is no longer
         ours or the worker stops (what is unacked stays pending for the next owner)."""
         delays = itertools.chain(RETRY_DELAYS_S, itertools.repeat(RETRY_DELAYS_S[-1]))
+        generation = owner.recoveries
         while not self._stopping.is_set():
             try:
-                if owner.needs_recovery:
-                    s = self.settings
-                    await recover(owner, s.batch_size, s.max_deliveries, self._tag, self._control)
-                elif step is not None:
-                    await step(owner)
+                async with owner.recovery_lock:
+                    if owner.needs_recovery:
+                        s = self.settings
+                        await recover(
+                            owner, s.batch_size, s.max_deliveries, self._tag, self._control
+                        )
+                        owner.recoveries += 1
+                if step is not None and owner.recoveries == generation:
+                    await step(owner)  # (else a recovery tagged the step's entries already)
                 return True
             except Fenced as exc:
                 log.warning("%s", exc)
