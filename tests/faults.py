@@ -535,7 +535,10 @@ def main() -> int:
                 deployment.check_alive()
                 return caught_up(client, stream, prefix, mark)
 
-            seconds = wait_until(recovered, 120)
+            try:
+                seconds = wait_until(recovered, 120)
+            except TimeoutError as exc:
+                raise TimeoutError(f"fault {n} ({fault}): {exc}; logs in {workdir}") from exc
             recoveries.append(
                 {
                     "fault": fault,
