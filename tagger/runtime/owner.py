@@ -249,10 +249,11 @@ class PartitionOwner:
         except Refused as exc:
             self.names.forget_added()
             if exc.why == "fenced":
+                stale = self.epoch
                 self.drop()
                 raise Fenced(
-                    f"partition {self.keys.partition} was taken over (epoch {self.epoch} is "
-                    "stale); this worker stops serving it"
+                    f"partition {self.keys.partition} was taken over (epoch {stale} is "
+                    "stale); this worker stops serving it until it holds the lease again"
                 ) from exc
             if exc.why == "type":
                 raise CorruptState(

@@ -325,7 +325,11 @@ class Worker:
             try:
                 await self._balance()
                 for owner in self._owners:
-                    if owner.epoch is not None and not owner.needs_recovery:
+                    if owner.epoch is not None and owner.needs_recovery:
+                        # No new entry may come to start it (a producer waiting on us):
+                        # pending entries of an owner that needs recovery are tagged here.
+                        await self._serve(owner, None)
+                    elif owner.epoch is not None:
                         self.metrics.swept(await owner.sweep())
                 if time.monotonic() >= next_trim:
                     next_trim = time.monotonic() + s.trim_interval_s
