@@ -18,7 +18,7 @@ COMMANDS = (
     "zremrangebyscore", "zscore", "zmscore", "zcard",
     "set", "get", "del", "exists", "pexpire", "type", "incr",
     # the commit and lease scripts, loaded once per server start
-    "eval", "evalsha", "script|load", "time",
+    "eval", "evalsha", "script|load",
     # transactions (control replies, erasure), connection set-up (redis-py tolerates a
     # refused CLIENT SETINFO, which Redis 7.0 does not know)
     "multi", "exec", "ping", "select",

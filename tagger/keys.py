@@ -37,7 +37,7 @@ class Keys:
     active: str  # hash: user_id -> the active session's state (tagger/rules/state.py)
     dedup: str  # sorted set: record_id scored by the time it was tagged (ms)
     session_index: str  # sorted set: session_id scored by start (event time, ms)
-    deadlines: str  # sorted set: what releases before 0.2 kept of each session's deadline
+    deadlines: str  # sorted set: each session's deadline as the Lua-script release kept it
     session_prefix: str  # + session_id: hash, the session's registry entry
     user_prefix: str  # + user_id: sorted set of the user's session_ids by start
     counter_names: str  # hash: counter name -> its number in active states, "#<n>" -> name

@@ -113,6 +113,7 @@ class PartitionOwner:
         self.names = CounterNames()
         self.lock = asyncio.Lock()  # one batch, request or sweep of the partition at a time
         self.needs_recovery = True  # load state and tag pending entries before new ones
+        self.reading = False  # the worker reads its input (set by the worker, see _balance)
         self.failures: dict[bytes, int] = {}  # entry id -> failed tries alone (poison)
         # One recovery at a time (the input and the control handler may both need one);
         # `recoveries` tells a handler that one ran, and tagged its entries, meanwhile.

@@ -34,6 +34,16 @@ async def read(owner: PartitionOwner, stream: str, from_id: str, count: int) -> 
     return [(i, f) for i, f in (reply[0][1] if reply else []) if f is not None]
 
 
+async def pending_here(owner: PartitionOwner, stream: str, entries: Sequence[Entry]) -> list[Entry]:
+    """Those of `entries` still pending for this consumer (not yet tagged and acked)."""
+    found: Any = await owner.client.xpending_range(
+        stream, owner.keys.group, min=entries[0][0], max=entries[-1][0], count=len(entries),
+        consumername=owner.consumer,
+    )  # fmt: skip
+    ids = {p["message_id"] for p in found}
+    return [e for e in entries if e[0] in ids]
+
+
 async def claim_all(owner: PartitionOwner, stream: str, count: int) -> int:
     """Move every entry pending in the group on `stream` to this consumer: the owner is
     the only reader of its partition, whoever read them before."""

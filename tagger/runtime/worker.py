@@ -10,13 +10,12 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from importlib.metadata import version
 from typing import Any
 
 import orjson
-from faststream import AckPolicy, FastStream
-from faststream.redis import StreamSub
+from faststream import FastStream
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,11 +23,7 @@ from redis.asyncio import Redis
 
 from exporters import SINK_NAMES, file_sinks
 from exporters.runner import SinkRunner, create_group
-from schemas.control import ControlReply, SessionControlRequest
-from schemas.message import A3CPMessage
-from schemas.wire import DeadLetter, TaggedOutput
 from tagger.connect import make_broker
-from tagger.control import handle_request
 from tagger.endpoint import Endpoint, Response
 from tagger.errors import (
     RETRY_DELAYS_S,
@@ -42,13 +37,12 @@ from tagger.keys import Keys, workers_key
 from tagger.membership import beat, leave
 from tagger.membership import share as membership_share
 from tagger.metrics import Metrics
-from tagger.raw import documented_as, raw_decoder, raw_parser
-from tagger.report import BatchReport, count_fields
 from tagger.retention import trim_streams
 from tagger.rules import Counts
-from tagger.runtime.commit import Refused
-from tagger.runtime.owner import Checked, Entry, Fenced, PartitionOwner
-from tagger.runtime.recovery import Stuck, pause, read, recover
+from tagger.runtime.owner import Fenced, PartitionOwner
+from tagger.runtime.path import TagPath
+from tagger.runtime.recovery import pause
+from tagger.runtime.streams import Subscriber, declare_partition
 from tagger.settings import Settings
 
 log = logging.getLogger("tagger")
@@ -78,7 +72,6 @@ class Worker:
         self.partitions = Keys.every_partition(settings)
         self.burst, self.tagging = burst, tag
         self.consumer = settings.consumer or f"{socket.gethostname()}-{os.getpid()}"
-        self.counts = Counts()  # summed over every partition's batches
         self.sinks = [
             (keys, sink)
             for keys in (self.partitions if sinks else [])
@@ -110,15 +103,15 @@ class Worker:
             }
         )
         self.endpoint_port: int | None = None
-        self._report = BatchReport()
         self._owners: list[PartitionOwner] = []  # by partition, once connected
         # partition -> the real start of its input and control subscribers: they read only
         # while this worker owns the partition (the broker's start of them does nothing).
-        self._subscribers: dict[int, list[tuple[Any, Callable[[], Awaitable[None]]]]] = {}
-        self._reading: set[int] = set()
+        self._subscribers: dict[int, list[Subscriber]] = {}
         self._sinks_share = set(range(settings.partitions))
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self.path = TagPath(settings, self.metrics, self._stopping)
+        self.counts = self.path.counts  # summed over every partition's batches
         self.failure: BaseException | None = None
         self.app.on_startup(self._prepare)
         self.app.after_startup(self._start_background)
@@ -131,70 +124,15 @@ class Worker:
         p = k.partition
 
         async def handle(batch: dict[str, Any]) -> None:
-            await self._handle(self._owners[p], batch)
+            await self.path.handle(self._owners[p], batch)
 
         async def handle_control(message: dict[str, Any]) -> None:
             ((entry_id, fields),) = zip(message["message_ids"], message["data"], strict=True)
-            await self._serve(self._owners[p], lambda o: self._control(o, entry_id, fields))
+            await self.path.serve(self._owners[p], self.path.control_step(entry_id, fields))
 
-        self._subscribers[p] = [
-            self._raw_subscriber(
-                k.input_stream,
-                documented_as(handle, A3CPMessage, "handle"),
-                batch=True,
-                max_records=self.settings.batch_size,
-                title=k.input_stream,
-                description="A3CPMessage JSON in entry field `data` (or FastStream's `__data__`), "
-                "read by the tagger's consumer group in batches.",
-            ),
-            self._raw_subscriber(
-                k.control_stream,
-                documented_as(handle_control, SessionControlRequest, "handle_control"),
-                title=k.control_stream,
-                description="Explicit session start/end requests, JSON in field `data`; "
-                f"each is answered on {k.control_replies}.",
-            ),
-        ]
-        # The owner's commit writes these streams itself (atomically with the session
-        # state); the publishers only declare them, for docs/asyncapi.yaml.
-        outputs = [
-            (k.output_stream, TaggedOutput, "Tagged messages and session.start/end records, "
-             "JSON in field `data`; fields user_id, session_id, kind beside it."),
-            (k.dead_letter_stream, DeadLetter, "Refused input entries (these are the entry's "
-             "fields, not JSON), each with a reason and what to fix."),
-            (k.control_replies, ControlReply, "One reply per control request (entry fields)."),
-        ]  # fmt: skip
-        for stream, schema, description in outputs:
-            self.broker.publisher(
-                stream=stream, schema=schema, title=stream, description=description
-            )
-
-    def _raw_subscriber(
-        self, stream_name: str, handler: Callable[..., Awaitable[None]], title: str,
-        description: str, **options: Any,
-    ) -> tuple[Any, Callable[[], Awaitable[None]]]:  # fmt: skip
-        stream = StreamSub(
-            stream_name,
-            group=self.settings.group,
-            consumer=self.consumer,
-            polling_interval=self.settings.block_ms,
-            last_id=">",
-            **options,
+        self._subscribers[p] = declare_partition(
+            self.broker, self.settings, self.consumer, k, handle, handle_control
         )
-        # The commit acks each entry itself, atomically with its effects: MANUAL keeps
-        # FastStream from acking, and the raw parser skips its JSON re-encoding.
-        subscriber = self.broker.subscriber(
-            stream=stream, parser=raw_parser, decoder=raw_decoder, ack_policy=AckPolicy.MANUAL,
-            title=title, description=description,
-        )  # fmt: skip
-        subscriber(handler)
-        real_start = subscriber.start
-
-        async def not_yet() -> None:  # started by _balance once the partition is owned
-            return None
-
-        subscriber.start = not_yet  # type: ignore[method-assign]
-        return subscriber, real_start
 
     async def run(self) -> Counts:
         """Run until stopped (or, in burst mode, until the input is drained and written)."""
@@ -328,7 +266,7 @@ class Worker:
                     if owner.epoch is not None and owner.needs_recovery:
                         # No new entry may come to start it (a producer waiting on us):
                         # pending entries of an owner that needs recovery are tagged here.
-                        await self._serve(owner, None)
+                        await self.path.serve(owner, None)
                     elif owner.epoch is not None:
                         self.metrics.swept(await owner.sweep())
                 if time.monotonic() >= next_trim:
@@ -363,30 +301,32 @@ class Worker:
             if role == "sinks":
                 self._sinks_share = share
                 continue
-            before = set(self._reading)
+            before = self._read_partitions()
             for owner in self._owners:
                 p = owner.keys.partition
                 if p in share and await owner.hold():
-                    if p not in self._reading and await self._serve(owner, None):
+                    if not owner.reading and await self.path.serve(owner, None):
                         await self._read_partition(p, True)
-                elif p in self._reading or owner.epoch is not None:
+                elif owner.reading or owner.epoch is not None:
                     await self._read_partition(p, False)
                     if owner.epoch is not None:
                         await owner.release()
-            if self._reading != before:
+            if (reading := self._read_partitions()) != before:
                 log.info(
                     "%d workers: tagging partitions %s of %d",
-                    len(live), sorted(self._reading), self.settings.partitions,
-                    extra={"partitions": sorted(self._reading), "workers": len(live)},
+                    len(live), reading, self.settings.partitions,
+                    extra={"partitions": reading, "workers": len(live)},
                 )  # fmt: skip
 
     async def _read_partition(self, p: int, on: bool) -> None:
+        # Set first: a handler in the middle of a backlog stops reading ahead at once
+        # (stopping a subscriber waits for its handler, which would go on to the end).
+        self._owners[p].reading = on
         for subscriber, real_start in self._subscribers[p]:
             await (real_start() if on else subscriber.stop())
-        if on:
-            self._reading.add(p)
-        else:
-            self._reading.discard(p)
+
+    def _read_partitions(self) -> list[int]:
+        return [o.keys.partition for o in self._owners if o.reading]
 
     async def _exit_when_drained(self) -> None:
         client = await self.broker.connect()
@@ -416,86 +356,3 @@ class Worker:
             )
         if any(removed.values()):
             log.debug("trimmed %s", removed, extra={"trimmed": removed})
-
-    # -- the partition's one path: read -> check -> rules -> commit (and ack) -----------
-
-    async def _handle(self, owner: PartitionOwner, batch: dict[str, Any]) -> None:
-        """Tag the batch FastStream read, then the partition's next entries while they keep
-        coming (a steady stream stays here rather than going through FastStream's consume
-        path every few entries)."""
-        entries: list[Entry] = list(zip(batch["message_ids"], batch["data"], strict=True))
-        while entries and await self._serve(owner, lambda o, e=entries: self._tag(o, e)):  # type: ignore[misc]
-            entries = []
-            if not self._stopping.is_set() and owner.epoch is not None:
-                with contextlib.suppress(*TRANSIENT_ERRORS):
-                    entries = await read(
-                        owner, owner.keys.input_stream, ">", self.settings.batch_size
-                    )
-
-    async def _serve(
-        self, owner: PartitionOwner, step: Callable[[PartitionOwner], Awaitable[None]] | None
-    ) -> bool:
-        """Run `step` (None: only recover) as the partition's owner, recovering first when
-        the owner needs it (its entries are pending here, so recovery tags them too), and
-        retrying what the service can ride out; False when the partition is no longer
-        ours or the worker stops (what is unacked stays pending for the next owner)."""
-        delays = itertools.chain(RETRY_DELAYS_S, itertools.repeat(RETRY_DELAYS_S[-1]))
-        generation = owner.recoveries
-        while not self._stopping.is_set():
-            try:
-                async with owner.recovery_lock:
-                    if owner.needs_recovery:
-                        s = self.settings
-                        await recover(
-                            owner, s.batch_size, s.max_deliveries, self._tag, self._control
-                        )
-                        owner.recoveries += 1
-                if step is not None and owner.recoveries == generation:
-                    await step(owner)  # (else a recovery tagged the step's entries already)
-                return True
-            except Fenced as exc:
-                log.warning("%s", exc)
-                return False
-            except Refused as exc:  # an older entry pending elsewhere: claimed, in order
-                log.info("partition %d: %s; taking it over", owner.keys.partition, exc)
-                owner.needs_recovery = True
-            except Stuck as exc:
-                log.warning("%s", exc)
-                owner.needs_recovery = True
-                await pause(self._stopping, min(max(self.settings.claim_idle_ms / 1000, 0.02), 1))
-            except TRANSIENT_ERRORS as exc:
-                delay_s = next(delays)
-                log.warning("server unreachable (%s); retrying in %.1f s", exc, delay_s)
-                owner.needs_recovery = True
-                await pause(self._stopping, delay_s)
-            except Exception as exc:
-                log.error("partition %d: batch failed (%r); recovering", owner.keys.partition, exc)
-                owner.needs_recovery = True
-        return False
-
-    async def _tag(self, owner: PartitionOwner, entries: Any) -> None:
-        started = time.perf_counter()
-        if len(entries) >= 50:  # the check is pure Python: off the event loop when large
-            checked = await asyncio.to_thread(Checked, owner.keys, entries)
-        else:
-            checked = Checked(owner.keys, entries)
-        counts = await owner.tag(checked)
-        self.counts.add(counts)
-        self._batch_done(entries, counts, time.perf_counter() - started)
-
-    async def _control(self, owner: PartitionOwner, entry_id: bytes, fields: Any) -> None:
-        reply = await handle_request(owner, entry_id, fields)
-        self.metrics.control_done(reply.status, reply.reason)
-        log.info("control %s: %s %s", reply.request_id, reply.status, reply.reason)
-
-    def _batch_done(self, entries: list[Entry], counts: Counts, seconds: float) -> None:
-        oldest_ms = int(entries[0][0].split(b"-", 1)[0])
-        wait_s = time.time() - oldest_ms / 1000
-        self.metrics.batch_done(counts, len(entries), seconds, wait_s)
-        log.debug(
-            "batch of %d: %d tagged, %d dead, %d duplicates in %.1f ms",
-            len(entries), counts.tagged, counts.dead, counts.duplicates, seconds * 1000,
-            extra={"batch": len(entries), "tag_ms": round(seconds * 1000, 2),
-                   **count_fields(counts)},
-        )  # fmt: skip
-        self._report.add(counts, seconds)
