@@ -1,12 +1,14 @@
 """The session rules (tagger/rules) without a server: against the reference model, fast,
 and each rule of start/end/sweep and the state codec on its own."""
 
+import os
 import random
 import struct
 import uuid
 from dataclasses import dataclass, field
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +24,7 @@ from tagger.rules import (
     decode_state,
     encode_state,
     needs_history,
+    new_sid,
     sweep,
     tag,
 )
@@ -107,7 +110,9 @@ gaps_ms = st.one_of(
 )
 
 
-@settings(max_examples=2000, deadline=None)
+# Mutation testing runs this test once per mutant: RULES_EXAMPLES=200 keeps that short
+# (the witness timeline reaches the rare rules in every example whatever the count).
+@settings(max_examples=int(os.environ.get("RULES_EXAMPLES", "2000")), deadline=None)
 @given(
     timelines=st.lists(st.lists(gaps_ms, min_size=1, max_size=30), min_size=1, max_size=4),
     seed=st.integers(0, 2**32),
@@ -234,14 +239,15 @@ def test_end_refuses_unknown_foreign_and_closed_sessions_and_changes_nothing() -
 
 def test_sweep_closes_only_sessions_past_their_deadline() -> None:
     p = Partition()
-    p.tag([accepted("ana", T0, 1)])
+    p.tag([accepted("ana", T0 - 5, 0), accepted("ana", T0, 1)])
     deadline = p.states["ana"].deadline_ms
     assert deadline == NOW + TIMEOUT_MS
     early = sweep(p.states, ["ana"], p.names, LIMITS, deadline - 1)
     assert not early.closed
     due = sweep(p.states, ["ana"], p.names, LIMITS, deadline)
     ((user, _state, reason, performer, end_ms),) = due.closed
-    assert (user, reason, performer, end_ms) == ("ana", "timeout", "system", T0)
+    assert (user, reason, performer, end_ms) == ("ana", "timeout", "system", T0)  # last event
+    assert sweep({}, ["ana"], p.names, LIMITS, deadline) == Outcome()  # none active: nothing
 
 
 def test_state_round_trips_and_every_earlier_version_decodes() -> None:
@@ -255,10 +261,12 @@ def test_state_round_trips_and_every_earlier_version_decodes() -> None:
     )  # fmt: skip
     v3 = struct.pack("<BddddBH", 3, T0, T0 + 5, 3, T0 - 1, len(s.sid), 2) + s.sid.encode()
     v3 += struct.pack("<HdHd", 1, 2, 7, 1)
-    assert decode_state(v3.ljust(72)).counts == {1: 2, 7: 1}
+    got = decode_state(v3.ljust(72), deadline_ms=NOW)
+    assert got == SessionState(s.sid, T0, T0 + 5, 3, T0 - 1, NOW, {1: 2, 7: 1})
     v2 = struct.pack("<BddddBH", 2, T0, T0 + 5, 3, T0 - 1, len(s.sid), 1) + s.sid.encode()
     v2 += struct.pack("<d", 4) + b"source:cam\n"
     old = decode_state(v2.ljust(72))
+    assert (old.sid, old.start_ms, old.seq, old.counts) == (s.sid, T0, 3, {})
     names = CounterNames()
     number_named(old, names)
     assert counters_by_name(old, names) == {"source:cam": 4}
@@ -271,3 +279,76 @@ def test_counter_names_past_the_last_number_count_together() -> None:
     assert "source:b" not in names.hash_fields() and names.hash_fields()["#last"] == 65536
     names.forget_added()
     assert names.last == 65533 and "source:a" not in names.numbers
+
+
+def late_into(spans: list[Span], active: SessionState, ts: int) -> str:
+    """The session_id a late event at `ts` gets, given the user's sessions (newest first)."""
+    names = CounterNames()
+    out = tag([accepted("ana", ts, 99)], {"ana": active}, {"ana": spans}, names, LIMITS, NOW)
+    return str(orjson.loads(out.records[0].data)["session_id"])
+
+
+def test_a_late_event_measures_a_session_without_events_from_its_start() -> None:
+    # Sessions a caregiver started before any event: a span is [start, start], however
+    # the registry marks its missing events (-1), and a first event after the start does
+    # not narrow it.
+    active = SessionState("sess_c", T0 + 10 * TIMEOUT_MS, T0 + 10 * TIMEOUT_MS, 1,
+                          T0 + 10 * TIMEOUT_MS, NOW)  # fmt: skip
+    empty = Span("sess_b", T0, -1, -1, 0)  # closed without events
+    older = Span("sess_a", T0 - 3 * TIMEOUT_MS, T0 - 3 * TIMEOUT_MS, T0 - 3 * TIMEOUT_MS, 1)
+    assert late_into([Span("sess_c", active.start_ms, -1, -1, 0), empty, older], active,
+                     T0 + TIMEOUT_MS // 2) == "sess_b"  # fmt: skip
+    first_later = Span("sess_b", T0, T0 + 2 * TIMEOUT_MS, T0 + 2 * TIMEOUT_MS, 1)
+    nearer = Span("sess_a", T0 - 2 * TIMEOUT_MS, T0 - 2 * TIMEOUT_MS, T0 - 2 * TIMEOUT_MS, 1)
+    assert late_into([Span("sess_c", active.start_ms, -1, -1, 0), first_later, nearer], active,
+                     T0 - TIMEOUT_MS // 2) == "sess_b"  # fmt: skip
+
+
+def test_a_late_event_between_two_equally_near_sessions_joins_the_more_recent() -> None:
+    active = SessionState("sess_c", T0 + 20 * TIMEOUT_MS, T0 + 20 * TIMEOUT_MS, 1,
+                          T0 + 20 * TIMEOUT_MS, NOW)  # fmt: skip
+    spans = [Span("sess_c", active.start_ms, -1, -1, 0),
+             Span("sess_b", T0 + 10 * TIMEOUT_MS, T0 + 10 * TIMEOUT_MS, T0 + 10 * TIMEOUT_MS, 1),
+             Span("sess_a", T0, T0, T0, 1)]  # fmt: skip
+    assert late_into(spans, active, T0 + 5 * TIMEOUT_MS) == "sess_b"
+
+
+def test_a_late_event_into_a_closed_session_updates_its_registry_figures() -> None:
+    p = Partition()
+    p.tag([accepted("ana", T0, 1), accepted("ana", T0 + 1000, 2)])
+    p.tag([accepted("ana", T0 + 10 * TIMEOUT_MS, 3)])  # rolls: the first session closes
+    out = p.tag([accepted("ana", T0 - 500, 4, modality="audio", source="mic")])
+    ((sid, update),) = out.closed_updates.items()
+    assert (update.sid, update.seq, update.first_ms, update.last_ms) == (sid, 3, T0 - 500, None)
+    assert update.increments == {"late_events": 1, "modality:audio": 1, "source:mic": 1}
+    assert orjson.loads(out.records[0].data)["session_seq"] == 3
+    again = p.tag([accepted("ana", T0 + 2000, 5)])  # later than its last event
+    assert again.closed_updates[sid].last_ms == T0 + 2000 and again.closed_updates[sid].seq == 4
+
+
+def test_an_end_for_a_session_the_registry_calls_active_but_no_state_holds_is_refused() -> None:
+    refused, reply = control(request("end", session_id="sess_x"), {}, ("ana", "active"),
+                             CounterNames(), LIMITS, NOW)  # fmt: skip
+    assert reply == ("error", "sess_x", "already_closed") and refused == Outcome()
+
+
+def test_a_started_session_id_is_derived_from_the_user_and_the_request() -> None:
+    start = request("start")
+    out, (_, sid, _) = control(start, {}, None, CounterNames(), LIMITS, NOW)
+    assert sid == new_sid("ana", start.request_id) == out.opened[0].sid
+    assert new_sid("ana", "r1") != new_sid("ben", "r1")
+
+
+def test_counters_of_both_kinds_add_up_and_new_names_reach_the_hash() -> None:
+    names = CounterNames()
+    s = SessionState("sess_a", T0, T0, 2, T0, NOW, named={"source:cam": 2})
+    s.counts[names.number("source:cam")] = 3
+    assert counters_by_name(s, names) == {"source:cam": 5}
+    assert names.hash_fields() == {"source:cam": 1, "#1": "source:cam", "#last": 1}
+    number_named(s, names)
+    assert s.counts == {1: 5} and not s.named
+
+
+def test_a_state_of_a_newer_release_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ValueError, match="newer release"):
+        decode_state(b'{"v":5,"sid":"sess_a"}')

@@ -131,8 +131,13 @@ def encode_state(state: SessionState) -> bytes:
 
 def state_version(packed: bytes) -> int:
     """4, 3, 2, or 1 for the text form."""
-    if packed[:1] == b"{":
+    if packed.startswith(b'{"v":4,'):  # (orjson keeps the keys in encode_state's order)
         return 4
+    if packed[:1] == b"{":
+        raise ValueError(
+            f"an active-session state of a newer release ({packed[:12]!r}...); run that "
+            "release or a newer one: this one cannot read it"
+        )
     return packed[0] if packed[0] in (2, 3) else 1
 
 
