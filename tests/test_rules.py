@@ -6,6 +6,7 @@ import random
 import struct
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pytest
@@ -29,7 +30,8 @@ from tagger.rules import (
     tag,
 )
 from tagger.rules.state import OVERFLOW, counters_by_name, number_named
-from tests.reference import observed_partition, reference_partition
+from tagger.times import iso_ms
+from tests.reference import check_bracketing, observed_partition, reference_partition
 
 TIMEOUT_MS, MAX_SESSION_MS = 60_000, 150_000
 LIMITS = Limits(TIMEOUT_MS, MAX_SESSION_MS)
@@ -39,7 +41,7 @@ NOW = T0 + 10**9  # wall clock, far from event time: the rules never mix the two
 
 def accepted(user: str, ts: int, n: int, record_id: str | None = None, **kw: str) -> Accepted:
     rid = record_id or str(uuid.UUID(int=n, version=4))
-    head = orjson.dumps({"record_id": rid, "user_id": user})[:-1]
+    head = orjson.dumps({"record_id": rid, "user_id": user, "ts": ts})[:-1]
     return Accepted(
         entry_id=f"{n + 1}-0".encode(), user_id=user, record_id=rid, ts_ms=ts, head=head,
         upstream_session_id=kw.get("upstream", ""), modality=kw.get("modality", "gesture"),
@@ -56,7 +58,9 @@ class Partition:
     spans: dict[str, Span] = field(default_factory=dict)
     by_user: dict[str, list[str]] = field(default_factory=dict)
     names: CounterNames = field(default_factory=CounterNames)
-    outputs: list[dict[str, object]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)  # closed, by sid
+    dedup: set[str] = field(default_factory=set)  # the server's dedup marks
 
     def history(self, users: list[str]) -> dict[str, list[Span]]:
         found = {}
@@ -74,7 +78,10 @@ class Partition:
             span = self.spans[s.sid]
             span.first_ms, span.seq = s.first_ms, s.seq
             span.last_ms = s.last_ms if s.seq else -1
+            self.counters[s.sid] = counters_by_name(s, self.names)
         for u in out.closed_updates.values():
+            for name, n in u.increments.items():
+                self.counters[u.sid][name] = self.counters[u.sid].get(name, 0) + n
             span = self.spans[u.sid]
             span.seq = u.seq
             span.first_ms = u.first_ms if u.first_ms is not None else span.first_ms
@@ -89,17 +96,23 @@ class Partition:
 
     def tag(self, events: list[Accepted]) -> Outcome:
         history = self.history(needs_history(events, self.states, LIMITS))
-        out = tag(events, self.states, history, self.names, LIMITS, NOW)
+        known = {e.record_id for e in events} & self.dedup  # what the commit would refuse
+        out = tag(events, self.states, history, self.names, LIMITS, NOW, known)
         self.commit(out)
+        self.dedup |= set(out.fresh)
         return out
 
 
-def witness(user: str) -> list[int]:
-    """A timeline that meets both rarer rules: a session rolled at max duration, and a
-    late event whose session is the 4th most recent of its user."""
-    steps = [0, 50_000, 100_000, 140_000, 160_000]  # rolls at 160 s (max 150 s)
-    steps += [400_000, 600_000, 800_000]  # three more sessions, each its own
-    return [*steps, 170_000]  # late: joins the session that started at 160 s (depth 4)
+# Timelines that meet the rarer rules in every example: a session rolled at max duration,
+# a late event whose session is the 4th most recent of its user, a roll at exactly the
+# max duration, and a late event into a session closed earlier in the same batch (after
+# its last event, so only the figures of that batch place it).
+WITNESSES = [
+    [0, 50_000, 100_000, 140_000, 160_000, 400_000, 600_000, 800_000, 170_000],
+    [0, 40_000, 80_000, 120_000, 150_000],
+    [0, 50_000, 100_000, 250_000, 155_000],
+]
+MODALITIES, SOURCES = ["gesture", "audio", ""], ["cam", "mic", ""]
 
 
 gaps_ms = st.one_of(
@@ -111,7 +124,7 @@ gaps_ms = st.one_of(
 
 
 # Mutation testing runs this test once per mutant: RULES_EXAMPLES=200 keeps that short
-# (the witness timeline reaches the rare rules in every example whatever the count).
+# (the witness timelines reach the rare rules in every example whatever the count).
 @settings(max_examples=int(os.environ.get("RULES_EXAMPLES", "2000")), deadline=None)
 @given(
     timelines=st.lists(st.lists(gaps_ms, min_size=1, max_size=30), min_size=1, max_size=4),
@@ -121,7 +134,7 @@ gaps_ms = st.one_of(
 def test_rules_match_the_reference_model(
     timelines: list[list[int]], seed: int, batch_size: int
 ) -> None:
-    per_user = [[T0 + t for t in witness("w")]]
+    per_user = [[T0 + t for t in w] for w in WITNESSES]
     for gaps in timelines:
         ts, times = T0, []
         for gap in gaps:
@@ -132,20 +145,73 @@ def test_rules_match_the_reference_model(
     lanes = [n for n, times in enumerate(per_user) for _ in times]
     rng.shuffle(lanes)
     cursors = [iter(times) for times in per_user]
-    stream = [accepted(f"user{n}", next(cursors[n]), i) for i, n in enumerate(lanes)]
+    stream = [
+        accepted(f"user{n}", next(cursors[n]), i, modality=rng.choice(MODALITIES),
+                 source=rng.choice(SOURCES))
+        for i, n in enumerate(lanes)
+    ]  # fmt: skip
+    for _ in range(3):  # a publisher's retries: the same record again, later
+        e = rng.choice(stream)
+        again = accepted(e.user_id, e.ts_ms, len(stream), e.record_id)
+        stream.insert(rng.randint(stream.index(e) + 1, len(stream)), again)
 
     partition = Partition()
     for i in range(0, len(stream), batch_size):
         partition.tag(stream[i : i + batch_size])
 
     reached: dict[str, int] = {}
+    by_record: dict[str, Accepted] = {}
+    for e in stream:
+        by_record.setdefault(e.record_id, e)  # a duplicate counts as never sent
+    first_sent = list(by_record.values())
     expected = reference_partition(
-        ((e.user_id, e.ts_ms, e.record_id) for e in stream), TIMEOUT_MS, MAX_SESSION_MS, reached
-    )
-    assert reached.get("max_duration", 0) >= 1 and reached["late_depth"] >= 4
+        ((e.user_id, e.ts_ms, e.record_id) for e in first_sent), TIMEOUT_MS, MAX_SESSION_MS,
+        reached,
+    )  # fmt: skip
+    assert reached.get("max_duration", 0) >= 2 and reached["late_depth"] >= 4
     messages = [e for e in partition.outputs if e["kind"] == "message"]
     assert observed_partition(messages) == expected
-    assert len(messages) == len(stream)
+    assert sorted(e["record_id"] for e in messages) == sorted(e.record_id for e in first_sent)
+    check_bracketing(partition.outputs)
+    check_boundaries(partition.outputs, by_record)
+    check_counters(partition, messages, by_record)
+
+
+def check_boundaries(outputs: list[dict[str, Any]], sent: dict[str, Accepted]) -> None:
+    """Each session opens with its first event's derived id and closes at its last event
+    (late ones aside), for the reason the gap gives; the tagger decides, as "system"."""
+    last: dict[str, int] = {}
+    for n, r in enumerate(outputs):
+        if r["kind"] == "message" and not r.get("late"):
+            last[r["session_id"]] = max(last.get(r["session_id"], r["ts"]), r["ts"])
+        elif r["kind"] == "session.start":
+            opener = outputs[n + 1]
+            assert r["performer_id"] == "system" and opener["session_id"] == r["session_id"]
+            assert r["session_id"] == new_sid(r["user_id"], opener["record_id"])
+        elif r["kind"] == "session.end":
+            sid, nxt = r["session_id"], outputs[n + 2]  # end, the next start, its opener
+            assert r["performer_id"] == "system"
+            assert r["end_time"] == iso_ms(last[sid])
+            gap = sent[nxt["record_id"]].ts_ms - last[sid]
+            assert r["close_reason"] == ("timeout" if gap > TIMEOUT_MS else "max_duration")
+
+
+def check_counters(
+    partition: Partition, messages: list[dict[str, Any]], sent: dict[str, Accepted]
+) -> None:
+    """Every session's registry counters are what its messages say."""
+    expected: dict[str, dict[str, int]] = {}
+    for m in messages:
+        e, counts = sent[m["record_id"]], expected.setdefault(m["session_id"], {})
+        for name in ("late_events" if m.get("late") else "", e.modality and "modality:" +
+                     e.modality, e.source and "source:" + e.source):  # fmt: skip
+            if name:
+                counts[name] = counts.get(name, 0) + 1
+    actual = dict(partition.counters)
+    for state in partition.states.values():
+        actual[state.sid] = counters_by_name(state, partition.names)
+        assert state.seq == sum(1 for m in messages if m["session_id"] == state.sid)
+    assert {sid: c for sid, c in actual.items() if c} == {s: c for s, c in expected.items() if c}
 
 
 def test_a_duplicate_is_acked_not_tagged() -> None:
@@ -352,3 +418,38 @@ def test_counters_of_both_kinds_add_up_and_new_names_reach_the_hash() -> None:
 def test_a_state_of_a_newer_release_is_refused_with_what_to_do() -> None:
     with pytest.raises(ValueError, match="newer release"):
         decode_state(b'{"v":5,"sid":"sess_a"}')
+
+
+def test_a_late_event_measures_the_active_session_by_its_own_figures() -> None:
+    # The registry holds an active session's start only; its figures live in its state:
+    # an earlier late join moved its first event before its start.
+    active = SessionState("sess_c", T0, T0 + 1000, 3, T0 - 50_000, NOW)
+    spans = [
+        Span("sess_c", T0, -1, -1, 0),
+        Span("sess_b", T0 - 3 * TIMEOUT_MS, T0 - 3 * TIMEOUT_MS, T0 - 3 * TIMEOUT_MS, 1),
+    ]
+    assert late_into(spans, active, T0 - 50_000 - TIMEOUT_MS // 2) == "sess_c"
+
+
+def test_with_no_active_session_the_latest_one_decides_what_is_late() -> None:
+    # (A caregiver ended it, or the sweeper closed it.) Before its start: late, joins it;
+    # after: a new session.
+    spans = [Span("sess_b", T0, T0, T0 + 1000, 2), Span("sess_a", T0 - 10 * TIMEOUT_MS,
+             T0 - 10 * TIMEOUT_MS, T0 - 10 * TIMEOUT_MS, 1)]  # fmt: skip
+    names = CounterNames()
+    early = tag([accepted("ana", T0 - 1000, 1)], {}, {"ana": spans}, names, LIMITS, NOW)
+    assert early.counts.late == 1 and early.closed_updates["sess_b"].seq == 3
+    after = tag([accepted("ana", T0 + 2000, 2)], {}, {"ana": spans}, names, LIMITS, NOW)
+    assert after.counts.late == 0 and after.counts.opened == 1
+
+
+def test_a_start_request_opens_a_session_with_its_metadata_and_a_deadline() -> None:
+    meta = {"session_notes": "n", "is_training_data": True, "training_intent_label": "help"}
+    out, (_, sid, _) = control(request("start", meta=meta), {}, None, CounterNames(), LIMITS, NOW)
+    (opened,) = out.opened
+    assert (opened.user_id, opened.sid, opened.start_ms, opened.performer, opened.meta) == (
+        "ana", sid, T0, "carer01", meta,
+    )  # fmt: skip
+    state = out.states["ana"]
+    assert state is not None and state.deadline_ms == NOW + TIMEOUT_MS and state.meta == meta
+    assert (state.seq, state.first_ms, state.last_ms) == (0, -1, T0)

@@ -211,6 +211,8 @@ def tag(
                 ts - s.last_ms > limits.timeout_ms or ts - s.start_ms >= limits.max_session_ms
             ):
                 reason = "timeout" if ts - s.last_ms > limits.timeout_ms else "max_duration"
+                # A later event may be late for this session: its span must be known.
+                assert user in b.history, f"needs_history did not name {user}"
                 b.close(user, s, reason, "system", s.last_ms if s.seq > 0 else s.start_ms)
                 counts.closed += 1
                 counts.closed_max_duration += reason == "max_duration"
