@@ -32,13 +32,18 @@ if first_id ~= '' then
   local older = redis.call('XPENDING', KEYS[2], group, '-', '(' .. first_id, 1)
   if #older > 0 then return {'older', older[1][1]} end
 end
+-- spec (ARGV[5]): how many record_ids, the expected key types, the rows, the bulk
+-- commands, the other commands. ARGV[6]: the score of the dedup marks. From ARGV[7]:
+-- the record_ids, the rows' values, each bulk command's values, then the byte strings
+-- that the other commands name by number.
 local spec = cjson.decode(ARGV[5])
-local ids, present = spec[1], {'duplicates'}
-for j = 1, #ids, 1000 do
-  local scores = redis.call('ZMSCORE', KEYS[3], unpack(ids, j, math.min(j + 999, #ids)))
+local ids_at, at = 7, 7 + spec[1]
+local present = {'duplicates'}
+for j = ids_at, at - 1, 1000 do
+  local scores = redis.call('ZMSCORE', KEYS[3], unpack(ARGV, j, math.min(j + 999, at - 1)))
   for k = 1, #scores do
     if scores[k] and tonumber(scores[k]) >= min_score then
-      present[#present + 1] = ids[j + k - 1]
+      present[#present + 1] = ARGV[j + k - 1]
     end
   end
 end
@@ -47,50 +52,96 @@ for _, expected in ipairs(spec[2]) do
   local actual = redis.call('TYPE', expected[1])['ok']
   if actual ~= expected[2] and actual ~= 'none' then return {'type', expected[1]} end
 end
-for _, command in ipairs(spec[3]) do
+-- Rows: one call each, the head then field, value, field, value, ...
+local head, fields = spec[3][1], spec[3][2]
+local call, h, n_fields = {unpack(head)}, #head, #fields
+for _ = 1, spec[3][3] do
+  for k = 1, n_fields do
+    call[h + 2 * k - 1], call[h + 2 * k] = fields[k], ARGV[at + k - 1]
+  end
+  redis.call(unpack(call))
+  at = at + n_fields
+end
+-- Bulk commands: a head of two or three words, then a run of values, at most 1000 a
+-- call (Lua's stack), passed straight from ARGV rather than copied into a table.
+for _, bulk in ipairs(spec[4]) do
+  local head, last = bulk[1], at + bulk[2] - 1
+  for j = at, last, 1000 do
+    local k = math.min(j + 999, last)
+    if #head == 2 then
+      redis.call(head[1], head[2], unpack(ARGV, j, k))
+    else
+      redis.call(head[1], head[2], head[3], unpack(ARGV, j, k))
+    end
+  end
+  at = last + 1
+end
+for _, command in ipairs(spec[5]) do
   for k = 1, #command do
-    if type(command[k]) == 'number' then command[k] = ARGV[5 + command[k]] end
+    if type(command[k]) == 'number' then command[k] = ARGV[at - 1 + command[k]] end
   end
   redis.call(unpack(command))
 end
+for j = ids_at, ids_at + spec[1] - 1, 500 do
+  local marks, n = {'ZADD', KEYS[3]}, 2
+  for k = j, math.min(j + 499, ids_at + spec[1] - 1) do
+    marks[n + 1], marks[n + 2], n = ARGV[6], ARGV[k], n + 2
+  end
+  redis.call(unpack(marks))
+end
 return {'ok'}
 """
-
-CHUNK = 1000  # items per command: Lua's stack holds ~8,000 values
 
 
 @dataclass(slots=True)
 class Commit:
     """The commands of one commit, and what its checks need.
 
-    Sent as one JSON argument (the commands, their text arguments) plus one argument per
-    byte string (event data, states), which the JSON names by number: redis-py packs each
-    argument on its own, and a batch's ~12 arguments per event cost the worker more than
-    the server spends on the whole commit (the throughput bench: the server 38% busy)."""
+    The values that come once per event (record_ids, the output entries' fields, states,
+    entry ids to ack) go as arguments of their own, which the script reads where they
+    stand; the rest is one JSON argument (the other commands, naming byte strings by
+    number). Measured with bench.instructions (server instructions per event, 500-event
+    batches): every command as arguments of its own 64.6k, but redis-py then packed ~17
+    arguments per event, more work than the server's (it sat 38% busy under a burst);
+    every command in the JSON 73.7k (decoding it was half of the commit); this form
+    ~4 arguments per event and fewer instructions than either (see docs/performance.md)."""
 
-    first_id: bytes | str = ""  # oldest input entry of the batch ("" for none)
-    record_ids: list[str] = field(default_factory=list)
+    first_id: str = ""  # oldest input entry of the batch ("" for none)
+    record_ids: list[str] = field(default_factory=list)  # checked, then marked, for dedup
+    dedup_score: int = 0  # the marks' score: when they were tagged
     types: dict[str, str] = field(default_factory=dict)
+    # Rows: one command each, (head, field names), their values one after the other.
+    row_head: list[str] = field(default_factory=list)
+    row_fields: list[str] = field(default_factory=list)
+    row_values: list[bytes | str] = field(default_factory=list)
+    bulk: list[tuple[list[str], list[bytes | str]]] = field(default_factory=list)
     commands: list[list[Any]] = field(default_factory=list)
     blobs: list[bytes] = field(default_factory=list)
 
     def add(self, *command: Any) -> None:
         self.commands.append([self._arg(a) for a in command])
 
-    def add_chunked(self, head: Sequence[Any], items: Sequence[Any], per_item: int = 1) -> None:
-        step = CHUNK * per_item
-        for j in range(0, len(items), step):
-            self.add(*head, *items[j : j + step])
+    def add_bulk(self, *head: str, values: list[bytes | str]) -> None:
+        assert len(head) in (2, 3), "the script takes bulk heads of two or three words"
+        if values:
+            self.bulk.append((list(head), values))
 
     def _arg(self, value: Any) -> Any:
         if isinstance(value, bytes):
             self.blobs.append(value)
-            return len(self.blobs)  # ARGV[5 + n] in the script
+            return len(self.blobs)  # the n-th byte string, after the values
         return value if isinstance(value, str) else str(value)
 
     def args(self, epoch: int, group: str, dedup_min_score: int) -> list[Any]:
-        spec = orjson.dumps([self.record_ids, list(self.types.items()), self.commands])
-        return [epoch, group, self.first_id, dedup_min_score, spec, *self.blobs]
+        n_rows = len(self.row_values) // len(self.row_fields) if self.row_fields else 0
+        spec = [len(self.record_ids), list(self.types.items()),
+                [self.row_head, self.row_fields, n_rows],
+                [[head, len(values)] for head, values in self.bulk], self.commands]  # fmt: skip
+        args: list[Any] = [epoch, group, self.first_id, dedup_min_score, orjson.dumps(spec),
+                           self.dedup_score, *self.record_ids, *self.row_values]  # fmt: skip
+        for _head, values in self.bulk:
+            args += values
+        return args + self.blobs
 
 
 class Refused(Exception):
@@ -128,14 +179,14 @@ def build_commit(
     replies: Iterable[dict[str, str]] = (),
 ) -> Commit:
     """The commands that make `outcome` durable, in the order the output must show."""
-    c = Commit(first_id=first_id.decode() if isinstance(first_id, bytes) else first_id,
-               record_ids=outcome.fresh)  # fmt: skip
+    first = first_id.decode() if isinstance(first_id, bytes) else first_id
+    c = Commit(first_id=first, record_ids=outcome.fresh)
     c.types = {keys.output_stream: "stream", keys.active: "hash", keys.dedup: "zset"}
-    out, blobs, commands = keys.output_stream, c.blobs, c.commands
-    for r in outcome.records:  # the hot loop: built directly rather than through add()
-        blobs.append(r.data)
-        commands.append(["XADD", out, "*", "data", len(blobs), "user_id", r.user_id,
-                         "session_id", r.session_id, "kind", r.kind])  # fmt: skip
+    c.row_head = ["XADD", keys.output_stream, "*"]
+    c.row_fields = ["data", "user_id", "session_id", "kind"]
+    values = c.row_values
+    for r in outcome.records:
+        values += (r.data, r.user_id, r.session_id, r.kind)
     for dead in dead_letters:
         c.types[keys.dead_letter_stream] = "stream"
         c.add("XADD", keys.dead_letter_stream, "*", *dead)
@@ -172,8 +223,8 @@ def build_commit(
         c.add("HSET", key, *fields)
         for name, n in update.increments.items():
             c.add("HINCRBY", key, name, n)
-    states: list[Any] = []
-    ended: list[str] = []
+    states: list[bytes | str] = []
+    ended: list[bytes | str] = []
     for user, state in outcome.states.items():
         if state is None:
             ended.append(user)
@@ -183,13 +234,12 @@ def build_commit(
     if names.added:  # before the states that use the new numbers are read back
         c.types[keys.counter_names] = "hash"
         c.add("HSET", keys.counter_names, *[x for kv in names.hash_fields().items() for x in kv])
-    c.add_chunked(("HSET", keys.active), states, per_item=2)
-    c.add_chunked(("HDEL", keys.active), ended)
-    fresh = [x for record_id in outcome.fresh for x in (now_ms, record_id)]
-    c.add_chunked(("ZADD", keys.dedup), fresh, per_item=2)
+    c.add_bulk("HSET", keys.active, values=states)
+    c.add_bulk("HDEL", keys.active, values=ended)
+    c.dedup_score = now_ms
     for reply in replies:
         c.types[keys.control_replies] = "stream"
         c.add("XADD", keys.control_replies, "*", *[x for kv in reply.items() for x in kv])
-    c.add_chunked(("XACK", keys.control_stream, keys.group), [i.decode() for i in acked_controls])
-    c.add_chunked(("XACK", keys.input_stream, keys.group), [i.decode() for i in outcome.acked])
+    c.add_bulk("XACK", keys.control_stream, keys.group, values=list(acked_controls))
+    c.add_bulk("XACK", keys.input_stream, keys.group, values=list(outcome.acked))
     return c
