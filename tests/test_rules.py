@@ -17,6 +17,7 @@ from tagger.intake import Accepted
 from tagger.rules import (
     ControlRequest,
     CounterNames,
+    Counts,
     Limits,
     Outcome,
     SessionState,
@@ -61,6 +62,7 @@ class Partition:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)  # closed, by sid
     dedup: set[str] = field(default_factory=set)  # the server's dedup marks
+    counts: Counts = field(default_factory=Counts)
 
     def history(self, users: list[str]) -> dict[str, list[Span]]:
         found = {}
@@ -92,7 +94,12 @@ class Partition:
             else:
                 self.states[user] = state
         self.names.added.clear()
-        self.outputs += [orjson.loads(r.data + b"") | {"kind": r.kind} for r in out.records]
+        for r in out.records:  # the entry's own fields are the record's
+            record = orjson.loads(r.data)
+            assert (r.user_id, r.session_id) == (record["user_id"], record["session_id"])
+            assert record.get("kind", "message") == r.kind
+            self.outputs.append(record | {"kind": r.kind})
+        self.counts.add(out.counts)
 
     def tag(self, events: list[Accepted]) -> Outcome:
         history = self.history(needs_history(events, self.states, LIMITS))
@@ -175,6 +182,12 @@ def test_rules_match_the_reference_model(
     check_bracketing(partition.outputs)
     check_boundaries(partition.outputs, by_record)
     check_counters(partition, messages, by_record)
+    ends = [r for r in partition.outputs if r["kind"] == "session.end"]
+    counts = partition.counts
+    assert (counts.tagged, counts.duplicates) == (len(messages), len(stream) - len(first_sent))
+    assert counts.late == sum(1 for m in messages if m.get("late"))
+    assert counts.opened == len(ends) + len(partition.states) and counts.closed == len(ends)
+    assert counts.closed_max_duration == sum(r["close_reason"] == "max_duration" for r in ends)
 
 
 def check_boundaries(outputs: list[dict[str, Any]], sent: dict[str, Accepted]) -> None:
@@ -453,3 +466,30 @@ def test_a_start_request_opens_a_session_with_its_metadata_and_a_deadline() -> N
     state = out.states["ana"]
     assert state is not None and state.deadline_ms == NOW + TIMEOUT_MS and state.meta == meta
     assert (state.seq, state.first_ms, state.last_ms) == (0, -1, T0)
+
+
+def test_a_late_event_at_the_very_edge_of_a_session_s_widened_span_joins_it() -> None:
+    active = SessionState("sess_c", T0 + 20 * TIMEOUT_MS, T0 + 20 * TIMEOUT_MS, 1,
+                          T0 + 20 * TIMEOUT_MS, NOW)  # fmt: skip
+    spans = [Span("sess_c", active.start_ms, -1, -1, 0),
+             Span("sess_b", T0 + 10 * TIMEOUT_MS, T0 + 10 * TIMEOUT_MS, T0 + 11 * TIMEOUT_MS, 2),
+             Span("sess_a", T0, T0, T0, 1)]  # fmt: skip
+    assert late_into(spans, active, T0 + 12 * TIMEOUT_MS) == "sess_b"  # its last + timeout
+    assert late_into(spans, active, T0 + 9 * TIMEOUT_MS) == "sess_b"  # its first - timeout
+    # Outside every span: the nearest, measured from the end it is nearer to.
+    assert late_into(spans, active, T0 + 13 * TIMEOUT_MS) == "sess_b"
+
+
+def test_a_caregiver_started_session_takes_its_first_event_and_ends_at_its_last() -> None:
+    p = Partition()
+    out, (_, sid, _) = control(request("start"), p.states, None, p.names, LIMITS, NOW)
+    p.commit(out)
+    p.tag([accepted("ana", T0 - 1000, 1)])  # before its start: late, its first event
+    assert (p.states["ana"].first_ms, p.states["ana"].seq) == (T0 - 1000, 1)
+    p.tag([accepted("ana", T0 + 5000, 2)])
+    rolled = p.tag([accepted("ana", T0 + 5000 + TIMEOUT_MS + 1, 3)])
+    end = orjson.loads(rolled.records[0].data)
+    assert (end["session_id"], end["end_time"], end["event_count"]) == (
+        sid, iso_ms(T0 + 5000), 2,
+    )  # fmt: skip
+    assert end["first_event_time"] == iso_ms(T0 - 1000)
