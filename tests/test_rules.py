@@ -205,6 +205,9 @@ def check_boundaries(outputs: list[dict[str, Any]], sent: dict[str, Accepted]) -
             sid, nxt = r["session_id"], outputs[n + 2]  # end, the next start, its opener
             assert r["performer_id"] == "system"
             assert r["end_time"] == iso_ms(last[sid])
+            before_end = [m["ts"] for m in outputs[:n] if m.get("session_id") == sid
+                          and m["kind"] == "message"]  # fmt: skip
+            assert r["first_event_time"] == iso_ms(min(before_end))
             gap = sent[nxt["record_id"]].ts_ms - last[sid]
             assert r["close_reason"] == ("timeout" if gap > TIMEOUT_MS else "max_duration")
 
@@ -471,13 +474,20 @@ def test_a_start_request_opens_a_session_with_its_metadata_and_a_deadline() -> N
 def test_a_late_event_at_the_very_edge_of_a_session_s_widened_span_joins_it() -> None:
     active = SessionState("sess_c", T0 + 20 * TIMEOUT_MS, T0 + 20 * TIMEOUT_MS, 1,
                           T0 + 20 * TIMEOUT_MS, NOW)  # fmt: skip
+    t = TIMEOUT_MS
+    # sess_a's span reaches into sess_b's (a late event stretched its last): at the very
+    # edges of sess_b's, the more recent session, sess_b, is the one.
     spans = [Span("sess_c", active.start_ms, -1, -1, 0),
-             Span("sess_b", T0 + 10 * TIMEOUT_MS, T0 + 10 * TIMEOUT_MS, T0 + 11 * TIMEOUT_MS, 2),
-             Span("sess_a", T0, T0, T0, 1)]  # fmt: skip
-    assert late_into(spans, active, T0 + 12 * TIMEOUT_MS) == "sess_b"  # its last + timeout
-    assert late_into(spans, active, T0 + 9 * TIMEOUT_MS) == "sess_b"  # its first - timeout
+             Span("sess_b", T0 + 10 * t, T0 + 10 * t, T0 + 11 * t, 2),
+             Span("sess_a", T0 + 8 * t, T0 + 8 * t, T0 + 23 * t // 2, 3)]  # fmt: skip
+    assert late_into(spans, active, T0 + 12 * t) == "sess_b"  # its last + timeout
+    assert late_into(spans, active, T0 + 9 * t) == "sess_b"  # its first - timeout
     # Outside every span: the nearest, measured from the end it is nearer to.
-    assert late_into(spans, active, T0 + 13 * TIMEOUT_MS) == "sess_b"
+    spans[2] = Span("sess_a", T0, T0, T0, 1)
+    assert late_into(spans, active, T0 + 13 * t) == "sess_b"
+    # A late event that moved a session's first event before its start widens it.
+    spans[1] = Span("sess_b", T0 + 10 * t, T0 + 5 * t, T0 + 10 * t, 3)
+    assert late_into(spans, active, T0 + 9 * t // 2) == "sess_b"
 
 
 def test_a_caregiver_started_session_takes_its_first_event_and_ends_at_its_last() -> None:
@@ -493,3 +503,35 @@ def test_a_caregiver_started_session_takes_its_first_event_and_ends_at_its_last(
         sid, iso_ms(T0 + 5000), 2,
     )  # fmt: skip
     assert end["first_event_time"] == iso_ms(T0 - 1000)
+
+
+def test_a_caregiver_started_session_with_one_event_ends_at_that_event() -> None:
+    for close in ("roll", "sweep"):
+        p = Partition()
+        out, _reply = control(request("start"), p.states, None, p.names, LIMITS, NOW)
+        p.commit(out)
+        p.tag([accepted("ana", T0 + 5000, 1)])
+        if close == "roll":
+            ended = p.tag([accepted("ana", T0 + 5000 + TIMEOUT_MS + 1, 2)]).closed
+        else:
+            ended = sweep(p.states, ["ana"], p.names, LIMITS, NOW + TIMEOUT_MS).closed
+        ((_user, _state, _reason, _performer, end_ms),) = ended
+        assert end_ms == T0 + 5000, close
+
+
+def test_an_upstream_session_id_that_is_ours_is_not_repeated() -> None:
+    p = Partition()
+    first = p.tag([accepted("ana", T0, 1)])
+    sid = first.records[0].session_id
+    again = p.tag([accepted("ana", T0 + 1, 2, upstream=sid)])
+    assert "upstream_session_id" not in orjson.loads(again.records[0].data)
+    assert again.counts.upstream_mismatch == 0
+
+
+def test_a_batch_of_only_a_duplicate_still_keeps_the_session_from_going_idle() -> None:
+    p = Partition()
+    e = accepted("ana", T0, 1)
+    p.tag([e])
+    later = NOW + 1000
+    out = tag([e], p.states, {}, p.names, LIMITS, later, {e.record_id})
+    assert out.states["ana"] is not None and out.states["ana"].deadline_ms == later + TIMEOUT_MS
