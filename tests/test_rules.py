@@ -154,7 +154,7 @@ def test_rules_match_the_reference_model(
     cursors = [iter(times) for times in per_user]
     stream = [
         accepted(f"user{n}", next(cursors[n]), i, modality=rng.choice(MODALITIES),
-                 source=rng.choice(SOURCES))
+                 source=rng.choice(SOURCES), upstream=rng.choice(["", "", "sess_theirs"]))
         for i, n in enumerate(lanes)
     ]  # fmt: skip
     for _ in range(3):  # a publisher's retries: the same record again, later
@@ -186,6 +186,8 @@ def test_rules_match_the_reference_model(
     counts = partition.counts
     assert (counts.tagged, counts.duplicates) == (len(messages), len(stream) - len(first_sent))
     assert counts.late == sum(1 for m in messages if m.get("late"))
+    assert counts.upstream_mismatch == sum(1 for m in messages if "upstream_session_id" in m)
+    assert counts.upstream_mismatch == sum(1 for e in first_sent if e.upstream_session_id)
     assert counts.opened == len(ends) + len(partition.states) and counts.closed == len(ends)
     assert counts.closed_max_duration == sum(r["close_reason"] == "max_duration" for r in ends)
 
@@ -226,7 +228,8 @@ def check_counters(
     actual = dict(partition.counters)
     for state in partition.states.values():
         actual[state.sid] = counters_by_name(state, partition.names)
-        assert state.seq == sum(1 for m in messages if m["session_id"] == state.sid)
+        own = [m["ts"] for m in messages if m["session_id"] == state.sid]
+        assert (state.seq, state.first_ms, state.last_ms) == (len(own), min(own), max(own))
     assert {sid: c for sid, c in actual.items() if c} == {s: c for s, c in expected.items() if c}
 
 
