@@ -33,6 +33,7 @@ from tagger.keys import Keys
 from tagger.logs import configure_logging
 from tagger.publish import jsonl_lines, publish_raw, router
 from tagger.rules import Counts
+from tagger.runtime.sinks_process import SinksProcess
 from tagger.server import redact, redis_url
 from tagger.settings import Settings
 from tagger.status import live_view, render, snapshot
@@ -61,17 +62,30 @@ main.add_command(erase_command)
 )
 @click.option("--no-sinks", is_flag=True, help="Tag only; write no files.")
 @click.option("--sinks-only", is_flag=True, help="Write files from the tagged stream; no tagging.")
-def run(burst: bool, no_sinks: bool, sinks_only: bool) -> None:
+@click.pass_context
+def run(ctx: click.Context, burst: bool, no_sinks: bool, sinks_only: bool) -> None:
     """Tag the input stream and write the logs until stopped (SIGTERM/SIGINT finish the
-    batch in hand)."""
+    batch in hand). The file sinks run in a process of their own beside the tagging."""
     if no_sinks and sinks_only:
         fail("--no-sinks and --sinks-only exclude each other; pick one", code=2)
     settings = load_settings()
     try:
         with redis_url(settings) as url:
             started = time.perf_counter()
-            worker = Worker(settings, url, burst=burst, tag=not sinks_only, sinks=not no_sinks)
-            counts = asyncio.run(worker.run())
+            sinks = None
+            if not (no_sinks or sinks_only):
+                verbose = bool(ctx.find_root().params.get("verbose"))
+                sinks = SinksProcess(url, verbose)
+            worker = Worker(
+                settings, url, burst=burst, tag=not sinks_only,
+                sinks=sinks_only, sinks_process=sinks,
+            )  # fmt: skip
+            try:
+                counts = asyncio.run(worker.run())
+            finally:
+                code = sinks.stop() if sinks is not None else 0
+            if code != 0:
+                fail(f"the file sinks process exited with code {code} (see its error above)")
             console.print(summary_table(counts, time.perf_counter() - started))
     except TaggerError as exc:
         fail(str(exc))

@@ -42,6 +42,7 @@ from tagger.rules import Counts
 from tagger.runtime.owner import Fenced, PartitionOwner
 from tagger.runtime.path import TagPath
 from tagger.runtime.recovery import pause
+from tagger.runtime.sinks_process import SinksProcess
 from tagger.runtime.streams import Subscriber, declare_partition
 from tagger.settings import Settings
 
@@ -62,11 +63,13 @@ async def ensure_group(client: Redis, keys: Keys) -> None:
 
 class Worker:
     """`tag=False` runs the sinks alone, `sinks=False` the owners alone; `burst` exits once
-    the input is drained and written."""
+    the input is drained and written. `sinks_process`: the file sinks run there instead
+    (`tagger run --sinks-only`, see tagger/runtime/sinks_process.py): this worker watches
+    it, and reports and waits for its sinks as if they were its own."""
 
     def __init__(
         self, settings: Settings, url: str, *, burst: bool = False, tag: bool = True,
-        sinks: bool = True,
+        sinks: bool = True, sinks_process: SinksProcess | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.partitions = Keys.every_partition(settings)
@@ -77,7 +80,9 @@ class Worker:
             for keys in (self.partitions if sinks else [])
             for sink in file_sinks(settings, keys.partition)
         ]
-        self.metrics = Metrics(self.partitions, SINK_NAMES if sinks else [], tagging=tag)
+        self.sinks_process = sinks_process
+        watched = sinks or sinks_process is not None
+        self.metrics = Metrics(self.partitions, SINK_NAMES if watched else [], tagging=tag)
         self.broker = make_broker(
             url,
             # FastStream's own lines go through the service's handler (text or JSON);
@@ -149,22 +154,25 @@ class Worker:
     async def _prepare(self) -> None:
         client = await self._connect_at_start()
         for keys in self.partitions:
-            await ensure_group(client, keys)
             self._owners.append(PartitionOwner(client, self.settings, keys, self.consumer))
-        for keys, sink in self.sinks:
-            await create_group(client, keys.output_stream, keys.sink_group(sink.name))
         await self._start_endpoint()
 
     async def _connect_at_start(self) -> Redis:
-        """A server that is restarting is waited for (up to STARTUP_WAIT_S): a supervisor
-        may well restart a worker in the middle of a server restart. One that refuses our
-        certificate check will not come good by waiting, so that fails at once."""
+        """Connect and create the consumer groups. A server that is restarting (or a
+        cluster failing over) is waited for, up to STARTUP_WAIT_S: a supervisor may well
+        restart a worker in the middle of it. One that refuses our certificate check will
+        not come good by waiting, so that fails at once."""
         deadline = time.monotonic() + STARTUP_WAIT_S
         delays = itertools.chain(RETRY_DELAYS_S, itertools.repeat(RETRY_DELAYS_S[-1]))
         while True:
             try:
                 client: Redis = await self.broker.connect()
                 await client.ping()  # connect() alone does not reach the server
+                for keys in self.partitions:
+                    await ensure_group(client, keys)
+                    # (A sinks process of ours creates these too: whichever comes first.)
+                    for name in self.metrics.sink_names:
+                        await create_group(client, keys.output_stream, keys.sink_group(name))
                 return client
             except TRANSIENT_ERRORS as exc:
                 delay_s = next(delays)
@@ -226,6 +234,8 @@ class Worker:
             self._start_task(runner.run(self._stopping))
         if self.burst:
             self._start_task(self._exit_when_drained())
+        if self.sinks_process is not None:
+            self._start_task(self.sinks_process.watch(self._stopping))
 
     def _start_task(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
