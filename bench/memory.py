@@ -4,12 +4,12 @@
 
 Starts its own Valkey (appendfsync everysec) and one `tagger run` with its file sinks,
 publishes the events in chunks while the worker tags and stores them, and samples the
-worker's resident set size (VmRSS) after each chunk. Prints one JSON line: the peak RSS in
-each tenth of the run, and the growth of the last tenth's peak over the first's (warm:
-imports, caches, first files) and over the fifth's. Peaks rather than single samples: the
-RSS of a Python process that frees and reuses memory swings by a few percent between
-chunks, so one end sample can land on a high or a low; a leak shows as peaks that keep
-rising into the second half.
+resident set size (VmRSS) of the worker and its sinks process after each chunk. Prints
+one JSON line: the peak RSS in each tenth of the run, and the growth of the last tenth's
+peak over the first's (warm: imports, caches, first files) and over the fifth's. Peaks
+rather than single samples: the RSS of a Python process that frees and reuses memory
+swings by a few percent between chunks, so one end sample can land on a high or a low; a
+leak shows as peaks that keep rising into the second half.
 """
 
 import argparse
@@ -33,6 +33,13 @@ CHUNK = 10_000
 
 
 def rss_mb(pid: int) -> float:
+    """The resident set of the worker and of its children (`tagger run` runs its file
+    sinks as a child process)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return _own_rss_mb(pid) + sum(_own_rss_mb(int(child)) for child in children)
+
+
+def _own_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
