@@ -153,6 +153,54 @@ def test_open_session_survives_a_worker_restart(
     ]
 
 
+def test_the_sweep_waits_for_events_still_in_the_stream(
+    client: Redis, make_settings: SettingsFactory, server_url: str
+) -> None:
+    """A takeover waits out the dead owner's lease, which may be longer than the timeout:
+    an event sent in time but not read yet keeps its user's session open."""
+    import asyncio
+
+    from tagger.connect import async_client
+    from tagger.runtime import Checked, PartitionOwner
+    from tagger.worker import ensure_group
+
+    settings = make_settings(session_timeout_s=1)
+    keys = Keys.from_settings(settings)
+
+    async def sweep_with_an_event_waiting() -> tuple[int, int]:
+        aclient = async_client(server_url)
+        await ensure_group(aclient, keys)
+        owner = PartitionOwner(aclient, settings, keys, "c")
+        assert await owner.hold()
+        await owner.load()
+
+        async def read_and_tag() -> None:
+            got = await aclient.xreadgroup(settings.group, "c", {keys.input_stream: ">"})
+            await owner.tag(Checked(keys, got[0][1]))
+
+        publish(client, settings, [event("aylin04", now_ms())])
+        await read_and_tag()
+        publish(client, settings, [event("aylin04", now_ms())])  # in time, not read yet
+        await asyncio.sleep(1.3)  # the first event's deadline passes
+        swept_while_waiting = await owner.sweep()
+        await read_and_tag()
+        await asyncio.sleep(1.3)
+        swept_after = await owner.sweep()
+        await owner.release()
+        await aclient.aclose()
+        return swept_while_waiting, swept_after
+
+    assert asyncio.run(sweep_with_an_event_waiting()) == (0, 1)
+    out = output(client, settings)
+    assert len({e["session_id"] for e in out}) == 1
+    assert [e.get("kind", "message") for e in out] == [
+        "session.start",
+        "message",
+        "message",
+        "session.end",
+    ]
+
+
 def test_explicit_start_and_end(client: Redis, make_settings: SettingsFactory) -> None:
     settings = make_settings()
     keys = Keys.every_partition(settings)

@@ -345,7 +345,8 @@ class PartitionOwner:
         while True:
             async with self.lock:
                 now_ms = int(time.time() * 1000)
-                due = [u for u, s in self.states.items() if s.deadline_ms <= now_ms]
+                cutoff_ms = min(now_ms, await self._untagged_since_ms())
+                due = [u for u, s in self.states.items() if s.deadline_ms <= cutoff_ms]
                 if not due:
                     return closed
                 outcome = sweep(self.states, due[:SWEEP_CHUNK], self.names, self.limits, now_ms)
@@ -353,3 +354,29 @@ class PartitionOwner:
                     build_commit(self.keys, outcome, self.names, now_ms), outcome, now_ms
                 )
                 closed += len(outcome.closed)
+
+    async def _untagged_since_ms(self) -> int:
+        """When the oldest input entry not yet tagged arrived (its id's time), or now.
+
+        A session is idle only if no event of its user arrived within the timeout: an
+        event still waiting in the stream (a takeover's first seconds, a backlog) was
+        sent in time, so the sweep judges deadlines only up to the oldest such entry."""
+        stream, group = self.keys.input_stream, self.keys.group
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.xpending(stream, group)
+            pipe.xinfo_groups(stream)
+            pending, groups = await pipe.execute()
+        oldest: list[Any] = [pending["min"]] if pending.get("min") else []
+        for g in groups:
+            if g["name"] in (group, group.encode()):
+                unread = await self.client.xrange(
+                    stream, b"(" + _as_bytes(g["last-delivered-id"]), b"+", count=1
+                )
+                oldest += [entry_id for entry_id, _ in unread or []]
+        if not oldest:
+            return int(time.time() * 1000)
+        return min(int(_as_bytes(i).split(b"-")[0]) for i in oldest)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
