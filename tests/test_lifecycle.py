@@ -201,6 +201,25 @@ def test_the_sweep_waits_for_events_still_in_the_stream(
     ]
 
 
+def test_a_control_request_is_answered_on_the_first_try(
+    client: Redis, make_settings: SettingsFactory, tmp_path: Any
+) -> None:
+    """Not by the recovery after a failed first try (which answered too, later)."""
+    settings = make_settings()
+    log = tmp_path / "worker.log"
+    with log.open("wb") as stderr:
+        worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=stderr)
+        try:
+            keys = Keys.every_partition(settings)
+            assert request(client, keys, "start", "noah05", performer_id="carer01").status == "ok"
+        finally:
+            worker.terminate()
+            worker.wait()
+    text = log.read_text()
+    assert "control" in text and "ok started" in text
+    assert "batch failed" not in text and "took over" not in text, text
+
+
 def test_explicit_start_and_end(client: Redis, make_settings: SettingsFactory) -> None:
     settings = make_settings()
     keys = Keys.every_partition(settings)

@@ -132,7 +132,8 @@ class Worker:
             await self.path.handle(self._owners[p], batch)
 
         async def handle_control(message: dict[str, Any]) -> None:
-            ((entry_id, fields),) = zip(message["message_ids"], message["data"], strict=True)
+            # One entry at a time (not a batch): its fields come as one dict.
+            (entry_id,), fields = message["message_ids"], message["data"]
             await self.path.serve(self._owners[p], self.path.control_step(entry_id, fields))
 
         self._subscribers[p] = declare_partition(
