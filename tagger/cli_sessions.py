@@ -8,8 +8,11 @@ from typing import Any
 import click
 import orjson
 from redis import Redis
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
+from schemas.api import SessionSummary
 from tagger.cli_common import console, fail, load_settings
 from tagger.connect import sync_client
 from tagger.control import request
@@ -51,52 +54,137 @@ def list_command(
     offset: int,
     as_json: bool,
 ) -> None:
-    """Sessions, newest first."""
+    """Sessions, newest first (times in UTC)."""
     since_ms = _parse_ms(since) if since else None
     with _registry() as (client, keys):
         found = list_sessions(
             client, keys, user_id=user, status=status, since_ms=since_ms, limit=limit, offset=offset
         )
     if as_json:
-        click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps([_as_json(s) for s in found], option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table()
-    table.add_column("session", no_wrap=True)  # an id must stay whole to be copied
-    for name in ("user", "status", "start", "duration", "events", "closed by", "training"):
-        table.add_column(name)
-    for s in found:
-        table.add_row(
-            s["session_id"],
-            s["user_id"],
-            s["status"],
-            s["start_time"],
-            _duration(s),
-            str(s.get("events", 0)),
-            s.get("close_reason", ""),
-            s.get("training_intent_label") or ("yes" if s["is_training_data"] else ""),
-        )
-    console.print(table)
+    if not found:
+        click.echo("no sessions match" if user or status or since or offset else "no sessions yet")
+        return
+    console.print(session_table([SessionSummary.from_registry(s) for s in found]))
 
 
 @sessions.command()
 @click.argument("session_id")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 def show(session_id: str, as_json: bool) -> None:
-    """Everything the registry holds about one session."""
+    """One session: who, when, how long, how it ended (times in UTC)."""
     with _registry() as (client, keys):
         session = get_session(client, keys, session_id)
     if session is None:
         fail(f"unknown session {session_id}; `tagger sessions list` shows the known ones")
     if as_json:
-        click.echo(orjson.dumps(session, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(_as_json(session), option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table(show_header=False, title=session_id)
-    for name, value in sorted(session.items()):
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {n}" for k, n in sorted(value.items(), key=lambda kv: -kv[1]))
-        table.add_row(name, str(value))
-    table.add_row("duration", _duration(session))
-    console.print(table)
+    console.print(session_view(SessionSummary.from_registry(session)))
+
+
+def session_table(summaries: list[SessionSummary]) -> Table:
+    """The list: one line a session, short headers, so that 80 columns hold it whole."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("session", no_wrap=True)  # an id must stay whole to be copied
+    table.add_column("user", overflow="fold", min_width=len("user"))
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("duration", no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("ended", min_width=len("ended"))
+    for s in summaries:
+        table.add_row(
+            s.session_id,
+            Text(s.user_id),
+            _when(s.start_time, seconds=False),
+            duration_text(s.duration_s),
+            str(s.event_count),
+            Text(_reason(s) if s.status == "closed" else "active"),
+        )
+    return table
+
+
+def session_view(s: SessionSummary) -> Table:
+    """One session as key and value, from the same summary as the API's."""
+    table = Table(
+        box=None,
+        show_header=False,
+        pad_edge=False,
+        padding=(0, 2, 0, 0),
+        title=f"session {s.session_id}",
+        title_justify="left",
+        title_style="bold",
+    )
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    active = s.status == "active"
+    rows = [
+        ("user", s.user_id),
+        ("status", s.status),
+        ("started", _when(s.start_time)),
+        ("ended", "not yet (active)" if active else _when(s.end_time)),
+        ("last event", _when(s.last_activity) if s.last_activity else _no_event(active)),
+        ("duration", duration_text(s.duration_s)),
+        ("events", str(s.event_count)),
+        ("late events", str(s.late_events)),
+    ]
+    if not active:
+        rows.append(("how it ended", f"{_reason(s)}, by {s.closed_by or 'unknown'}"))
+    rows += [
+        ("opened by", s.opened_by or "-"),
+        ("training", _training(s)),
+        ("notes", s.session_notes or "-"),
+        ("by modality", _counts(s.by_modality)),
+        ("by source", _counts(s.by_source)),
+    ]
+    for name, value in rows:
+        table.add_row(name, Text(value))  # Text: a note's "[...]" is not markup
+    return table
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration as people say it: "42 s", "4 min 10 s", "1 h 02 min" ("-" if unknown)."""
+    if seconds is None:
+        return "-"
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole // 60 % 60:02d} min"
+
+
+def _as_json(session: dict[str, Any]) -> dict[str, Any]:
+    """The API's SessionSummary, then the registry fields it does not name (`events`,
+    `modality`, `start_ms`...), which scripts written for the earlier output read."""
+    summary = SessionSummary.from_registry(session).model_dump(mode="json")
+    return summary | {k: v for k, v in session.items() if k not in summary}
+
+
+def _when(moment: datetime | None, seconds: bool = True) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M")
+
+
+def _no_event(active: bool) -> str:
+    return "none yet" if active else "none"
+
+
+def _reason(s: SessionSummary) -> str:
+    return (s.close_reason or "unknown").replace("_", " ")
+
+
+def _training(s: SessionSummary) -> str:
+    if not s.is_training_data:
+        return "no"
+    return f"yes, intent label {s.training_intent_label}" if s.training_intent_label else "yes"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} {n}" for name, n in ranked) or "-"
 
 
 @sessions.command("validate")
@@ -173,9 +261,3 @@ def _parse_ms(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
-
-
-def _duration(session: dict[str, Any]) -> str:
-    end_ms = session.get("end_ms", session.get("last_ms", session["start_ms"]))
-    seconds = max(0, (end_ms - session["start_ms"]) // 1000)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
