@@ -49,15 +49,28 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         for line in path.read_bytes().splitlines(keepends=True)
         if line.endswith(b"\n")
     ]
-    return sorted(events, key=_chronological)
+    notes = sorted((e for e in events if e.get("kind") == "session.note"), key=_time_of)
+    ordered = sorted((e for e in events if e.get("kind") != "session.note"), key=_chronological)
+    # A note goes where it was taken: among the events, or after the end of a closed session.
+    for note in notes:
+        at = next(
+            (n for n, e in enumerate(ordered) if n > 0 and _time_of(e) > _time_of(note)),
+            len(ordered),
+        )
+        ordered.insert(at, note)
+    return ordered
 
 
 def _chronological(event: dict[str, Any]) -> tuple[int, datetime]:
-    kind = event.get("kind", "message")
-    rank = {"session.start": 0, "message": 1, "session.end": 2}[kind]
-    stamp = {"session.start": "start_time", "session.end": "end_time"}.get(kind, "timestamp")
+    rank = {"session.start": 0, "session.end": 2}.get(event.get("kind", "message"), 1)
     # Boundaries sort by their own times, so a late event stays inside its session.
-    return (rank, parse_time(event.get(stamp)) or datetime.min.replace(tzinfo=UTC))
+    return (rank, _time_of(event))
+
+
+def _time_of(event: dict[str, Any]) -> datetime:
+    kind = event.get("kind", "message")
+    stamp = {"session.start": "start_time", "session.end": "end_time"}.get(kind, "timestamp")
+    return parse_time(event.get(stamp)) or datetime.min.replace(tzinfo=UTC)
 
 
 def summarize(session_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -85,6 +98,11 @@ def summarize(session_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         "session_notes": start.get("session_notes"),
         "is_training_data": start.get("is_training_data", False),
         "training_intent_label": start.get("training_intent_label"),
+        "notes": [
+            {k: e.get(k) for k in ("record_id", "session_id", "timestamp", "performer_id", "note")}
+            for e in events
+            if e.get("kind") == "session.note"
+        ],
         "summary": {
             "duration_s": (last - first).total_seconds() if first and last else None,
             "event_count": len(messages),

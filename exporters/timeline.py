@@ -87,6 +87,7 @@ def timeline_html(session: dict[str, Any], events: list[dict[str, Any]]) -> str:
                 ("top label", label),
                 ("seq", e.get("session_seq")),
                 ("late", e.get("late")),
+                ("note", e.get("note")),
             )
             if v not in (None, "", False)
         )

@@ -27,10 +27,21 @@ class TaggedMessage(A3CPMessage):
     )
 
 
-class SessionStart(BaseModel):
-    """A session opened. Entry fields beside `data`: `user_id`, `session_id`, `kind`."""
+class _ServerRecord(BaseModel):
+    """A record the session manager writes: no field beyond the model's; times in ms."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_serializer("*", when_used="json")
+    def _times_in_ms(self, value: object) -> object:
+        # A3CP's timestamp text: UTC, milliseconds, "Z" (pydantic writes microseconds).
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return value
+
+
+class SessionStart(_ServerRecord):
+    """A session opened. Entry fields beside `data`: `user_id`, `session_id`, `kind`."""
 
     kind: Literal["session.start"]
     schema_version: str
@@ -45,13 +56,6 @@ class SessionStart(BaseModel):
     session_notes: str | None
     training_intent_label: str | None
 
-    @field_serializer("*", when_used="json")
-    def _times_in_ms(self, value: object) -> object:
-        # A3CP's timestamp text: UTC, milliseconds, "Z" (pydantic writes microseconds).
-        if isinstance(value, datetime):
-            return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return value
-
 
 class SessionEnd(SessionStart):
     """A session closed; repeats the start's metadata so a file reader needs no registry."""
@@ -64,7 +68,25 @@ class SessionEnd(SessionStart):
     last_event_time: datetime | None
 
 
-TaggedOutput = TaggedMessage | SessionStart | SessionEnd
+NOTE_MAX_CHARS = 8000
+
+
+class SessionNote(_ServerRecord):
+    """A caregiver's note on a session, after the fact (A3CP F5): a record of its own,
+    appended; nothing earlier is edited. Entry fields beside `data`: as for boundaries."""
+
+    kind: Literal["session.note"]
+    schema_version: str
+    record_id: UUID4 = Field(description="Derived from the session and the request.")
+    user_id: UserId
+    session_id: SessionId
+    timestamp: datetime = Field(description="Server time the note was taken.")
+    source: Literal["session_manager"]
+    performer_id: str = Field(description="Who wrote the note.")
+    note: str = Field(min_length=1, max_length=NOTE_MAX_CHARS)
+
+
+TaggedOutput = TaggedMessage | SessionStart | SessionEnd | SessionNote
 
 
 class DeadLetter(BaseModel):

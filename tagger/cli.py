@@ -94,6 +94,25 @@ def run(ctx: click.Context, burst: bool, no_sinks: bool, sinks_only: bool) -> No
 
 
 @main.command()
+def serve() -> None:
+    """The HTTP service: upstream's /session_manager routes, /api/v1 and login, on
+    TAGGER_HTTP_HOST:TAGGER_HTTP_PORT (no worker needed in this process)."""
+    from tagger.http import serve as serve_http
+
+    settings = load_settings()
+    try:
+        with redis_url(settings) as url:
+            serve_http(settings, url)
+    except TaggerError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(
+            f"cannot listen on {settings.http_host}:{settings.http_port} ({exc.strerror}); "
+            "set TAGGER_HTTP_PORT to a free port"
+        )
+
+
+@main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def publish(file: Path) -> None:
     """Publish one A3CPMessage per line of FILE (JSONL) to the input stream (of each

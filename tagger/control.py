@@ -63,6 +63,7 @@ async def handle_request(
             session_id=request.session_id or "",
             meta=meta,
             supersede=request.supersede,
+            note=request.note or "",
         ),
     )
     return ControlReply(
@@ -89,17 +90,20 @@ def request(
     action: str,
     user_id: str,
     timeout_s: float = 10.0,
+    record_id: str | None = None,
+    timestamp: str | None = None,
     **fields: Any,
 ) -> ControlReply:
-    """Publish a start/end request (to the user's partition) and wait for the reply."""
+    """Publish a start, end or note request (to the user's partition) and wait for the
+    reply."""
     keys = user_partition(partitions, user_id)
-    record_id = str(uuid.uuid4())
+    record_id = record_id or str(uuid.uuid4())
     body = {
         "action": action,
         "schema_version": "1.0.1",
         "record_id": record_id,
         "user_id": user_id,
-        "timestamp": now_iso_ms(),
+        "timestamp": timestamp or now_iso_ms(),
         **{k: v for k, v in fields.items() if v is not None},
     }
     last: Any = client.xrevrange(keys.control_replies, count=1)

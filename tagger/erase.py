@@ -59,6 +59,7 @@ def _erase_state(client: Redis, keys: Keys, user_id: str) -> dict[str, int]:
             pipe.zrem(keys.deadlines, sid)
         pipe.hdel(keys.active, user_id)
         pipe.delete(keys.user_sessions(user_id))
+        pipe.zrem(keys.users, user_id)
         pipe.execute()
     return {"sessions": len(session_ids)}
 

@@ -41,6 +41,7 @@ class Keys:
     session_prefix: str  # + session_id: hash, the session's registry entry
     user_prefix: str  # + user_id: sorted set of the user's session_ids by start
     counter_names: str  # hash: counter name -> its number in active states, "#<n>" -> name
+    users: str  # sorted set: user id -> time of their latest session's start or end (ms)
     owner: str  # string: the consumer that owns the partition now (a lease, PX)
     epoch: str  # integer: raised by each new owner; a commit under an older one is refused
     partition: int
@@ -71,6 +72,7 @@ class Keys:
             session_prefix=f"{p}:session:",
             user_prefix=f"{p}:user:",
             counter_names=f"{p}:counter-names",
+            users=f"{p}:users",
             owner=f"{p}:owner",
             epoch=f"{p}:owner-epoch",
             partition=partition,

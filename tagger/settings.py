@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -122,6 +122,26 @@ class Settings(BaseSettings):
         50_000,
         ge=0,
         description="/ready fails while a file sink is more tagged entries than this behind.",
+    )
+    http_host: str = Field(
+        "127.0.0.1",
+        description="Address `tagger serve` listens on; beyond loopback it needs a token "
+        "(HTTP_TOKEN or HTTP_TOKENS_FILE).",
+    )
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of `tagger serve`.")
+    http_token: SecretStr | None = Field(
+        None, description="One bearer token with every role (admin) for `tagger serve`."
+    )
+    http_tokens_file: Path | None = Field(
+        None,
+        description="File of `<role> <token> [name]` lines (roles: viewer, caregiver, "
+        "service, admin) for `tagger serve`; keep it 0600.",
+    )
+    http_upstream_open_on_loopback: bool = Field(
+        False,
+        description="Let loopback callers use the three /session_manager routes without a "
+        "token (upstream's own UI sends none); any local process may then start and end "
+        "sessions.",
     )
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people, json for one JSON object per line."

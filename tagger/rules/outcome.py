@@ -34,7 +34,7 @@ class Counts:
 class Record:
     """One entry of the output stream: the JSON, and the fields beside it."""
 
-    kind: str  # "message" | "session.start" | "session.end"
+    kind: str  # "message" | "session.start" | "session.end" | "session.note"
     user_id: str
     session_id: str
     data: bytes

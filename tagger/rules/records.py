@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from schemas.wire import SessionEnd, SessionStart
+from schemas.wire import SessionEnd, SessionNote, SessionStart
 from tagger.intake import Accepted
 from tagger.rules.outcome import Record
 from tagger.rules.state import SessionState
@@ -74,3 +74,25 @@ def end_record(
         last_event_time=from_epoch_ms(s.last_ms) if has_events else None,
     )
     return Record("session.end", user, s.sid, orjson.dumps(model.model_dump(mode="json")))
+
+
+def note_record(
+    user: str, sid: str, now_ms: int, performer: str, note: str, request_id: str
+) -> Record:
+    model = SessionNote(
+        kind="session.note",
+        schema_version="1.0.1",
+        record_id=note_id(sid, request_id),
+        user_id=user,
+        session_id=sid,
+        timestamp=from_epoch_ms(now_ms),
+        source="session_manager",
+        performer_id=performer,
+        note=note,
+    )
+    return Record("session.note", user, sid, orjson.dumps(model.model_dump(mode="json")))
+
+
+def note_id(sid: str, request_id: str) -> uuid.UUID:
+    """A note's record_id: the one who asked can name it before the answer comes."""
+    return uuid_for(f"{sid}:note:{request_id}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from tagger.intake import Accepted
 from tagger.rules.outcome import ClosedSessionUpdate, Opened, Outcome
-from tagger.rules.records import end_record, start_record, tagged_record
+from tagger.rules.records import end_record, note_record, start_record, tagged_record
 from tagger.rules.state import CounterNames, SessionState
 
 LATE_CANDIDATES = 8  # how many of a user's most recent sessions a late event may join
@@ -238,9 +238,9 @@ def tag(
 
 @dataclass(frozen=True, slots=True)
 class ControlRequest:
-    """A validated start or end request (schemas.SessionControlRequest, flattened)."""
+    """A validated start, end or note request (schemas.SessionControlRequest, flattened)."""
 
-    action: str  # "start" | "end"
+    action: str  # "start" | "end" | "note"
     request_id: str
     user_id: str
     performer_id: str
@@ -248,6 +248,7 @@ class ControlRequest:
     session_id: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict)  # the start's notes, flag, label
     supersede: bool = False
+    note: str = ""
 
 
 def control(
@@ -258,8 +259,9 @@ def control(
     limits: Limits,
     now_ms: int,
 ) -> tuple[Outcome, tuple[str, str, str]]:
-    """An explicit start or end; also the reply (status, session_id, reason). `registry`:
-    the (user_id, status) of the session an end request names, None when unknown."""
+    """An explicit start, end or note; also the reply (status, session_id, reason).
+    `registry`: the (user_id, status) of the session an end or a note names, None when
+    unknown."""
     b = _Batch(states, {}, names, limits, now_ms)
     user, ts = request.user_id, request.ts_ms
     active = b.state(user)
@@ -276,6 +278,11 @@ def control(
         return Outcome(), ("error", sid, "not_found")
     if registry[0] != user:
         return Outcome(), ("error", sid, "forbidden")
+    if request.action == "note":  # on an active or a closed session alike
+        # Stamped with the time it was asked: the one who asked knows the record exactly.
+        r = request
+        note = note_record(user, sid, ts, r.performer_id, r.note, r.request_id)
+        return Outcome(records=[note]), ("ok", sid, "noted")
     if registry[1] != "active" or active is None or active.sid != sid:
         return Outcome(), ("error", sid, "already_closed")
     b.close(user, active, "explicit", request.performer_id, max(active.last_ms, ts))

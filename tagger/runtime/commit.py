@@ -201,8 +201,10 @@ def build_commit(
               "events", 0, "seq", 0)  # fmt: skip
         c.add("ZADD", keys.session_index, o.start_ms, o.sid)
         c.add("ZADD", keys.user_sessions(o.user_id), o.start_ms, o.sid)
+        c.add("ZADD", keys.users, "GT", o.start_ms, o.user_id)
         c.types[keys.session_index] = c.types[keys.user_sessions(o.user_id)] = "zset"
-    for _user, s, reason, performer, end_ms in outcome.closed:
+        c.types[keys.users] = "zset"
+    for user, s, reason, performer, end_ms in outcome.closed:
         figures: list[Any] = ["seq", s.seq, "events", s.seq, "last_ms", s.last_ms,
                               "first_event_ms", s.first_ms,
                               "last_event_ms", s.last_ms if s.seq > 0 else -1]  # fmt: skip
@@ -212,6 +214,8 @@ def build_commit(
               "end_ms", end_ms, "end_time", iso_ms(end_ms), "closed_by", performer,
               "closed_at", iso_ms(now_ms))  # fmt: skip
         c.types[keys.session(s.sid)] = "hash"
+        c.add("ZADD", keys.users, "GT", end_ms, user)
+        c.types[keys.users] = "zset"
     for update in outcome.closed_updates.values():
         key = keys.session(update.sid)
         c.types[key] = "hash"

@@ -306,10 +306,10 @@ class PartitionOwner:
     # -- control and sweep -----------------------------------------------------------
 
     async def control(self, entry_id: bytes, request: ControlRequest) -> tuple[str, str, str]:
-        """Apply a start or end request; its reply and its ack go in the same commit."""
+        """Apply a start, end or note request; its reply and its ack go in one commit."""
         async with self.lock:
             registry = None
-            if request.action == "end":
+            if request.action in ("end", "note"):
                 found: Any = await self.client.hmget(
                     self.keys.session(request.session_id), ["user_id", "status"]
                 )

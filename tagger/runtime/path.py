@@ -111,7 +111,9 @@ class TagPath:
                 owner.needs_recovery = True
                 await pause(self.stopping, delay_s)
             except Exception as exc:
-                log.error("partition %d: batch failed (%r); recovering", owner.keys.partition, exc)
+                log.exception(
+                    "partition %d: batch failed (%r); recovering", owner.keys.partition, exc
+                )
                 owner.needs_recovery = True
         return False
 

@@ -46,14 +46,14 @@ def declare_partition(
             k.control_stream,
             documented_as(handle_control, SessionControlRequest, "handle_control"),
             title=k.control_stream,
-            description="Explicit session start/end requests, JSON in field `data`; "
+            description="Explicit session start, end and note requests, JSON in field `data`; "
             f"each is answered on {k.control_replies}.",
         ),
     ]
     # The owner's commit writes these streams itself (atomically with the session state);
     # the publishers only declare them, for docs/asyncapi.yaml.
     outputs = [
-        (k.output_stream, TaggedOutput, "Tagged messages and session.start/end records, "
+        (k.output_stream, TaggedOutput, "Tagged messages, session.start/end and note records, "
          "JSON in field `data`; fields user_id, session_id, kind beside it."),
         (k.dead_letter_stream, DeadLetter, "Refused input entries (these are the entry's "
          "fields, not JSON), each with a reason and what to fix."),

@@ -1,0 +1,193 @@
+"""/api/v1: sessions and users for caregivers' tools (the app is built on it)."""
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from exporters.bundle import export_bundle
+from schemas import SESSION_ID_PATTERN, USER_ID_PATTERN
+from schemas.api import (
+    AddNote,
+    EndSession,
+    Note,
+    SessionDetail,
+    SessionPage,
+    SessionSummary,
+    StartSession,
+    UserPage,
+    UserSummary,
+)
+from tagger.erase import erase_user
+from tagger.http.auth import Caller
+from tagger.http.deps import Services, need, services
+from tagger.http.sessions import ask, detail_of, events_of, known_session, log_path, note_out
+from tagger.query import Filters, active_sessions, find_sessions, list_users
+from tagger.times import epoch_ms
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+SessionIdPath = Annotated[str, PathParam(pattern=SESSION_ID_PATTERN)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000)]
+Reader = Annotated[Caller, Depends(need("read"))]
+Writer = Annotated[Caller, Depends(need("write"))]
+LIVE_BLOCK_MS = 1000  # a live page's reader wakes this often to see if its client left
+
+
+@router.get("/sessions", response_model=SessionPage)
+def sessions_list(
+    request: Request,
+    _: Reader,
+    user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None,
+    status: Literal["active", "closed"] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    training: bool | None = None,
+    close_reason: Literal["timeout", "max_duration", "explicit", "superseded"] | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> SessionPage:
+    """Sessions newest first (by start), filtered and paged; `total` counts every match."""
+    s = services(request)
+    filters = Filters(user_id, status, _ms(since), _ms(until), training, close_reason)
+    total, found = find_sessions(s.client, s.partitions, filters, limit, offset)
+    return SessionPage(total=total, items=[SessionSummary.from_registry(x) for x in found])
+
+
+@router.get("/sessions/{session_id}", response_model=SessionDetail)
+def session_detail(request: Request, _: Reader, session_id: SessionIdPath) -> SessionDetail:
+    """One session: the summary, its notes, and the counts its file adds."""
+    return detail_of(services(request), session_id)[0]
+
+
+@router.get("/sessions/{session_id}/events")
+def session_events(
+    request: Request, _: Reader, session_id: SessionIdPath, limit: Limit = 100, offset: Offset = 0
+) -> dict[str, Any]:
+    """The session's records in time order (boundaries and notes included), as its JSONL
+    file holds them: empty until the file sinks have written it."""
+    s = services(request)
+    events = events_of(s, known_session(s, session_id))
+    return {"total": len(events), "items": events[offset : offset + limit]}
+
+
+@router.get("/sessions/{session_id}/bundle", response_class=FileResponse)
+def session_bundle(request: Request, _: Reader, session_id: SessionIdPath) -> FileResponse:
+    """The same zip as `tagger export`."""
+    s = services(request)
+    found = known_session(s, session_id)
+    if not log_path(s, found).exists():
+        raise HTTPException(409, f"{session_id} has no file yet; `tagger run` writes it")
+    folder = Path(tempfile.mkdtemp(prefix="tagger-bundle-"))
+    out = folder / f"{session_id}.zip"
+    export_bundle(s.settings.data_dir, session_id, out)
+    return FileResponse(
+        out, media_type="application/zip", filename=out.name,
+        background=BackgroundTask(_remove, folder),
+    )  # fmt: skip
+
+
+@router.post("/sessions", response_model=SessionSummary, status_code=201)
+def session_start(
+    request: Request, response: Response, _: Writer, body: StartSession
+) -> SessionSummary:
+    """Start a session for a user (201); while one is active, that one is answered (200)."""
+    s = services(request)
+    reply = ask(s, "start", body.user_id, **body.model_dump(exclude={"user_id"}))
+    if reply.reason == "already_active":
+        response.status_code = 200
+    return SessionSummary.from_registry(known_session(s, reply.session_id))
+
+
+@router.post("/sessions/{session_id}/end", response_model=SessionSummary)
+def session_end(
+    request: Request, _: Writer, session_id: SessionIdPath, body: EndSession
+) -> SessionSummary:
+    """End an active session (409 when it is closed already)."""
+    s = services(request)
+    found = known_session(s, session_id)
+    ask(s, "end", found["user_id"], session_id=session_id, performer_id=body.performer_id)
+    return SessionSummary.from_registry(known_session(s, session_id))
+
+
+@router.post("/sessions/{session_id}/notes", response_model=Note, status_code=201)
+def session_note(request: Request, _: Writer, session_id: SessionIdPath, body: AddNote) -> Note:
+    """Add a caregiver's note (a `session.note` record; nothing earlier is edited)."""
+    s = services(request)
+    found = known_session(s, session_id)
+    return note_out(s, found["user_id"], session_id, body.note, body.performer_id)
+
+
+@router.get("/users", response_model=UserPage)
+def users(request: Request, _: Reader, limit: Limit = 100, offset: Offset = 0) -> UserPage:
+    """Users, most recently active first, each with their active session."""
+    s = services(request)
+    total, page = list_users(s.client, s.partitions, limit, offset)
+    active = active_sessions(s.client, s.partitions)
+    items = []
+    for user_id, latest_ms in page:
+        session = active.get(user_id)
+        summary = SessionSummary.from_registry(session) if session else None
+        last = max(latest_ms, session.get("last_event_ms", -1) if session else -1)
+        items.append(UserSummary.model_validate(
+            {"user_id": user_id, "active_session": summary, "last_activity": last}
+        ))  # fmt: skip
+    return UserPage(total=total, items=items)
+
+
+@router.delete("/users/{user_id}")
+def user_erase(
+    request: Request,
+    _: Annotated[Caller, Depends(need("erase"))],
+    user_id: Annotated[str, PathParam(pattern=USER_ID_PATTERN)],
+) -> dict[str, int]:
+    """Erase everything of a user (what `tagger erase` does); what was removed, by kind."""
+    s = services(request)
+    return erase_user(s.client, s.partitions, s.settings.data_dir, user_id)
+
+
+@router.get("/sessions/{session_id}/live", response_class=StreamingResponse)
+async def session_live(request: Request, _: Reader, session_id: SessionIdPath) -> StreamingResponse:
+    """Server-sent events: each new record of the session as `data: <json>`, from now on."""
+    s = services(request)
+    found = await asyncio.to_thread(known_session, s, session_id)
+    keys = next(k for k in s.partitions if k.owns(found["user_id"]))
+    return StreamingResponse(
+        _follow(request, s, keys.output_stream, session_id), media_type="text/event-stream"
+    )
+
+
+async def _follow(
+    request: Request, s: Services, stream: str, session_id: str
+) -> AsyncIterator[bytes]:
+    last: Any = await s.aclient.xrevrange(stream, count=1)
+    after = last[0][0] if last else b"0-0"
+    yield b": following " + session_id.encode() + b"\n\n"
+    ours = session_id.encode()
+    while not await request.is_disconnected():
+        replies: Any = await s.aclient.xread({stream: after}, block=LIVE_BLOCK_MS, count=500)
+        for _stream, entries in replies or []:
+            for entry_id, fields in entries:
+                after = entry_id
+                if fields.get(b"session_id") == ours:
+                    kind = fields.get(b"kind", b"message")
+                    yield b"event: " + kind + b"\ndata: " + fields[b"data"] + b"\n\n"
+        if not replies:
+            yield b": idle\n\n"  # keeps proxies from closing a quiet stream
+
+
+def _ms(when: datetime | None) -> int | None:
+    return None if when is None else epoch_ms(when)
+
+
+def _remove(folder: Path) -> None:
+    for f in folder.iterdir():
+        f.unlink()
+    folder.rmdir()

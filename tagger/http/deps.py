@@ -1,0 +1,76 @@
+"""What every route depends on: the shared services, and the caller's permission."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from tagger.http.auth import COOKIE, Caller, Permission, Tokens, is_loopback
+from tagger.keys import Keys
+from tagger.settings import Settings
+
+NO_TOKEN = (
+    "a token is needed: send `Authorization: Bearer <token>` or log in at /login (the "
+    "token is in TAGGER_HTTP_TOKEN, the tokens file, or <data dir>/http-token)"
+)
+
+
+@dataclass
+class Services:
+    """What the routes share: settings, clients, tokens, the partitions' keys."""
+
+    settings: Settings
+    client: Redis
+    aclient: AsyncRedis
+    tokens: Tokens
+    partitions: list[Keys]
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def authenticate(request: Request) -> Caller | None:
+    tokens = services(request).tokens
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return tokens.bearer(token.strip())
+    cookie = request.cookies.get(COOKIE)
+    return tokens.from_cookie(cookie) if cookie else None
+
+
+def signed_in(request: Request) -> Caller:
+    """A dependency: any caller with a valid token, whatever their role."""
+    caller = authenticate(request)
+    if caller is None:
+        raise HTTPException(401, NO_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+    return caller
+
+
+def need(permission: Permission) -> Callable[[Request], Caller]:
+    """A dependency: the caller, who must hold `permission` (401 without a valid token,
+    403 when their role does not give it)."""
+
+    def check(request: Request) -> Caller:
+        caller = authenticate(request)
+        if caller is None and permission == "upstream" and _open_upstream(request):
+            return Caller("service", "loopback (TAGGER_HTTP_UPSTREAM_OPEN_ON_LOOPBACK)")
+        if caller is None:
+            raise HTTPException(401, NO_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+        if not caller.may(permission):
+            raise HTTPException(
+                403, f"the {caller.role} role may not do this ({permission}); use a token "
+                "with a role that may (docs/operators.md, HTTP roles)",
+            )  # fmt: skip
+        return caller
+
+    return check
+
+
+def _open_upstream(request: Request) -> bool:
+    settings = services(request).settings
+    peer = request.client.host if request.client else ""
+    return settings.http_upstream_open_on_loopback and is_loopback(peer)

@@ -1,0 +1,83 @@
+"""What the routes share to change sessions: ask the partition's owner (the control
+stream), look sessions up, and turn refusals into HTTP answers."""
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException
+
+from exporters.bundle import read_events, summarize
+from exporters.paths import session_log_path
+from schemas import ControlReply
+from schemas.api import Note, SessionDetail, SessionSummary
+from tagger.control import NoReply, request
+from tagger.http.deps import Services
+from tagger.registry import get_session
+from tagger.rules.records import note_id
+from tagger.times import now_iso_ms
+
+# What each refusal of the owner means over HTTP, with what to do about it.
+REFUSALS = {
+    "not_found": (404, "Session not found: no session has this id; check it (GET "
+                  "/api/v1/sessions lists them)"),
+    "forbidden": (403, "Session user mismatch: the session belongs to another user; send "
+                  "that session's user_id"),
+    "already_closed": (409, "Session already closed: nothing was changed; start a new one "
+                       "if the user goes on"),
+}  # fmt: skip
+
+
+def ask(s: Services, action: str, user_id: str, **fields: Any) -> ControlReply:
+    """One control request, answered by the partition's owner (503 when none runs)."""
+    try:
+        reply = request(s.client, s.partitions, action, user_id, **fields)
+    except NoReply as exc:
+        raise HTTPException(503, str(exc)) from exc
+    if reply.status == "ok":
+        return reply
+    status, detail = REFUSALS.get(reply.reason, (400, f"refused: {reply.reason}"))
+    raise HTTPException(status, detail)
+
+
+def known_session(s: Services, session_id: str) -> dict[str, Any]:
+    found = get_session(s.client, s.partitions, session_id)
+    if found is None:
+        raise HTTPException(404, REFUSALS["not_found"][1])
+    return found
+
+
+def note_out(s: Services, user_id: str, session_id: str, note: str, performer_id: str) -> Note:
+    """Append a note to a session through its owner; the note as written."""
+    request_id, taken = str(uuid.uuid4()), now_iso_ms()
+    ask(s, "note", user_id, record_id=request_id, timestamp=taken, session_id=session_id,
+        note=note, performer_id=performer_id)  # fmt: skip
+    return Note.model_validate(
+        {"record_id": str(note_id(session_id, request_id)), "session_id": session_id,
+         "timestamp": taken, "performer_id": performer_id, "note": note}
+    )  # fmt: skip
+
+
+def detail_of(s: Services, session_id: str) -> tuple[SessionDetail, list[dict[str, Any]]]:
+    """A session's summary with its notes and the counts its file adds; its records."""
+    found = known_session(s, session_id)
+    events = events_of(s, found)
+    summary = summarize(session_id, events) if events else {"notes": [], "summary": {}}
+    figures = summary["summary"]
+    detail = SessionDetail(
+        **SessionSummary.from_registry(found).model_dump(),
+        notes=[Note.model_validate(n) for n in summary["notes"]],
+        by_performer=figures.get("by_performer", {}),
+        top_labels=figures.get("top_labels", {}),
+    )
+    return detail, events
+
+
+def events_of(s: Services, session: dict[str, Any]) -> list[dict[str, Any]]:
+    """The session's records in time order, from its JSONL file (none until written)."""
+    path = log_path(s, session)
+    return read_events(path) if path.exists() else []
+
+
+def log_path(s: Services, session: dict[str, Any]) -> Path:
+    return session_log_path(s.settings.data_dir, session["user_id"], session["session_id"])

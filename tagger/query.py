@@ -1,0 +1,153 @@
+"""Searches over the session registry for `tagger serve`: filtered pages with a total, and
+users with their latest activity.
+
+A page costs a count per partition (ZCOUNT) and the page's own hashes when it filters only
+by user and time, which is what the app asks for; a filter on status, training flag or
+close reason reads every session of the time window, so give `since`/`user_id` with it
+(docs/operators.md)."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from tagger.keys import Keys
+from tagger.registry import _add_live_figures, _counter_names, _decode, user_partition
+from tagger.rules.state import decode_state
+
+SCAN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Filters:
+    user_id: str | None = None
+    status: str | None = None  # "active" | "closed"
+    since_ms: int | None = None
+    until_ms: int | None = None
+    training: bool | None = None
+    close_reason: str | None = None
+
+    def by_fields(self) -> bool:
+        return any(x is not None for x in (self.status, self.training, self.close_reason))
+
+    def accepts(self, s: dict[str, Any]) -> bool:
+        return (
+            (self.status is None or s["status"] == self.status)
+            and (self.training is None or bool(s.get("is_training_data")) == self.training)
+            and (self.close_reason is None or s.get("close_reason") == self.close_reason)
+        )
+
+
+def find_sessions(
+    client: Redis, partitions: Sequence[Keys], f: Filters, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many match, the page of them newest first)."""
+    if f.user_id is not None:
+        partitions = [user_partition(partitions, f.user_id)]
+    low = f.since_ms if f.since_ms is not None else "-inf"
+    high = f.until_ms if f.until_ms is not None else "+inf"
+    indexes = [
+        (k, k.user_sessions(f.user_id) if f.user_id else k.session_index) for k in partitions
+    ]
+    if not f.by_fields():
+        pipe = client.pipeline(transaction=False)
+        for _keys, index in indexes:
+            pipe.zcount(index, low, high)
+            pipe.zrevrangebyscore(index, high, low, start=0, num=offset + limit, withscores=True)
+        replies = pipe.execute()
+        total = sum(replies[0::2])
+        ranked = sorted(
+            ((score, sid, keys) for (keys, _), found in zip(indexes, replies[1::2], strict=True)
+             for sid, score in found),
+            key=lambda t: t[0], reverse=True,
+        )  # fmt: skip
+        page = ranked[offset : offset + limit]
+        return total, [s for s in _hydrate(client, [(k, sid) for _, sid, k in page]) if s]
+    matches: list[dict[str, Any]] = []
+    for keys, index in indexes:
+        start, ids = 0, _ids(client.zrevrangebyscore(index, high, low, start=0, num=SCAN_CHUNK))
+        while ids:
+            start += len(ids)
+            matches += [s for s in _hydrate(client, [(keys, sid) for sid in ids]) if f.accepts(s)]
+            ids = _ids(client.zrevrangebyscore(index, high, low, start=start, num=SCAN_CHUNK))
+    matches.sort(key=lambda s: s["start_ms"], reverse=True)
+    return len(matches), matches[offset : offset + limit]
+
+
+def _hydrate(client: Redis, ids: Sequence[tuple[Keys, bytes]]) -> list[dict[str, Any]]:
+    """The registry entries of these sessions, with live figures for the active ones."""
+    pipe = client.pipeline(transaction=False)
+    for keys, sid in ids:
+        pipe.hgetall(keys.session(sid.decode()))
+    sessions = [
+        (keys, _decode(raw)) for (keys, _), raw in zip(ids, pipe.execute(), strict=True) if raw
+    ]
+    active = [(keys, s) for keys, s in sessions if s["status"] == "active"]
+    for keys, s in active:
+        pipe.hget(keys.active, s["user_id"])
+    states = pipe.execute()
+    for (keys, s), packed in zip(active, states, strict=True):
+        if not _add_live_figures(s, packed, _counter_names(client, keys, [packed])):
+            raw: Any = client.hgetall(keys.session(s["session_id"]))
+            s |= _decode(raw)  # it closed meanwhile: the hash holds its figures now
+    return [s for _, s in sessions]
+
+
+def active_sessions(client: Redis, partitions: Sequence[Keys]) -> dict[str, dict[str, Any]]:
+    """user id -> their active session (with live figures)."""
+    found: list[tuple[Keys, bytes]] = []
+    for keys in partitions:
+        states: Any = client.hgetall(keys.active)
+        for packed in states.values():
+            sid = _active_sid(packed)
+            if sid:
+                found.append((keys, sid.encode()))
+    return {s["user_id"]: s for s in _hydrate(client, found) if s["status"] == "active"}
+
+
+def _active_sid(packed: bytes) -> str | None:
+    return decode_state(packed).sid or None
+
+
+def list_users(
+    client: Redis, partitions: Sequence[Keys], limit: int, offset: int
+) -> tuple[int, list[tuple[str, int]]]:
+    """(how many users, a page of (user id, latest start or end in ms), latest first)."""
+    pipe = client.pipeline(transaction=False)
+    for keys in partitions:
+        pipe.zcard(keys.users)
+        pipe.zrevrange(keys.users, 0, offset + limit - 1, withscores=True)
+    replies = pipe.execute()
+    ranked = sorted(
+        ((u.decode(), int(score)) for found in replies[1::2] for u, score in found),
+        key=lambda t: t[1], reverse=True,
+    )  # fmt: skip
+    return sum(replies[0::2]), ranked[offset : offset + limit]
+
+
+def backfill_users(client: Redis, partitions: Sequence[Keys]) -> int:
+    """Fill the users index from the sessions of a registry older than it; how many users."""
+    added = 0
+    for keys in partitions:
+        if client.exists(keys.users) or not client.zcard(keys.session_index):
+            continue
+        latest: dict[str, int] = {}
+        start = 0
+        while ids := _ids(client.zrange(keys.session_index, start, start + SCAN_CHUNK - 1)):
+            start += len(ids)
+            pipe = client.pipeline(transaction=False)
+            for sid in ids:
+                pipe.hmget(keys.session(sid.decode()), ["user_id", "start_ms", "end_ms"])
+            for user, start_ms, end_ms in pipe.execute():
+                if user:
+                    when = max(int(start_ms or 0), int(end_ms or 0))
+                    latest[user.decode()] = max(latest.get(user.decode(), 0), when)
+        if latest:
+            client.zadd(keys.users, latest, gt=True)
+            added += len(latest)
+    return added
+
+
+def _ids(reply: Any) -> list[bytes]:
+    return list(reply)
