@@ -3,6 +3,7 @@
 A cluster URL is `redis+cluster://host:port` (or `rediss+cluster://`): any one node;
 the client discovers the others and follows MOVED/ASK redirections itself."""
 
+import socket
 from typing import Any, cast
 
 from faststream.redis import RedisBroker
@@ -11,8 +12,12 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.connection import AbstractConnection as AsyncConnection
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from tagger.settings import is_cluster
 
@@ -59,23 +64,55 @@ def primary_client(url: str, host: str, port: int) -> AsyncRedis:
     )
 
 
+# Every client's socket behaviour, set here rather than left to the library: redis-py 8.1
+# has 5 s timeouts and keepalive by default, 5.2 (which pyproject admits) none, and
+# FastStream passes its own (none). A network partition drops packets without a reset:
+# without a timeout a read waits for ever. With these, a dead path is noticed within
+# seconds (a read past its timeout, or keepalive probes unanswered for 5 + 3 x 2 s), the
+# command is retried a few times with backoff (redis-py's Retry), and then the caller's
+# own handling (a worker's retry loop, /ready's "not ready") takes over.
+SOCKET_TIMEOUT_S = 5.0  # beyond the longest blocking read of ours (1 s), plus TAGGER_BLOCK_MS
+CONNECT_TIMEOUT_S = 3.0
+KEEPALIVE = {socket.TCP_KEEPIDLE: 5, socket.TCP_KEEPINTVL: 2, socket.TCP_KEEPCNT: 3}
+
+
+def connection_options(block_ms: int = 0, asynchronous: bool = True) -> dict[str, Any]:
+    """Timeouts, keepalive and retry for a client whose blocking reads wait `block_ms`."""
+    retry_class = AsyncRetry if asynchronous else Retry
+    return {
+        "socket_timeout": SOCKET_TIMEOUT_S + block_ms / 1000,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "socket_keepalive_options": KEEPALIVE,
+        "health_check_interval": 15,
+        "retry": retry_class(ExponentialBackoff(cap=1.0, base=0.05), retries=2),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+
+
 # The cluster clients offer the same commands as the single-server ones; they are typed as
 # those so that the code using them needs no union type.
 
 
 def sync_client(url: str, **options: Any) -> Redis:
+    options = connection_options(asynchronous=False) | options
     if is_cluster(url):
+        options.pop("health_check_interval")  # the cluster client checks its nodes itself
         return cast(Redis, RedisCluster.from_url(node_url(url), **options))
     return Redis.from_url(url, **options)
 
 
 def async_client(url: str, **options: Any) -> AsyncRedis:
+    options = connection_options() | options
     if is_cluster(url):
+        options.pop("health_check_interval")
         return cast(AsyncRedis, AsyncRedisCluster.from_url(node_url(url), **options))
     return AsyncRedis.from_url(url, **options)
 
 
-def make_broker(url: str, **options: Any) -> RedisBroker:
+def make_broker(url: str, block_ms: int = 0, **options: Any) -> RedisBroker:
+    options = connection_options(block_ms) | options
     if is_cluster(url):
+        options.pop("health_check_interval")
         return RedisClusterBroker(node_url(url), **options)
     return RedisBroker(url, **options)

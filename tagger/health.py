@@ -1,5 +1,6 @@
 """Readiness checks, shared by `/ready` and `tagger health`: server, groups, sinks' lag."""
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,9 @@ async def group_backlog(client: Redis, stream: str, group_name: str) -> tuple[in
     )
 
 
+READY_TIMEOUT_S = 2.0  # /ready and `tagger health` answer within this, whatever the network
+
+
 async def readiness(
     client: Redis,
     partitions: Sequence[Keys],
@@ -58,7 +62,27 @@ async def readiness(
     sink_names: Sequence[str],
     max_sink_lag: int,
 ) -> list[Check]:
-    """Every check, passed or not; the server check alone when the server does not answer."""
+    """Every check, passed or not; the server check alone when the server does not answer
+    (within READY_TIMEOUT_S: a partition drops packets, and a probe must not hang on it)."""
+    try:
+        return await asyncio.wait_for(
+            _checks(client, partitions, tagging, sink_names, max_sink_lag), READY_TIMEOUT_S
+        )
+    except TimeoutError:
+        detail = (
+            f"no answer within {READY_TIMEOUT_S:.0f} s: the server is down, overloaded or "
+            "unreachable (a network partition?); check it and the network to it"
+        )
+        return [Check("server", False, detail)]
+
+
+async def _checks(
+    client: Redis,
+    partitions: Sequence[Keys],
+    tagging: bool,
+    sink_names: Sequence[str],
+    max_sink_lag: int,
+) -> list[Check]:
     try:
         await client.ping()
     except SERVER_ERRORS as exc:

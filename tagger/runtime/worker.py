@@ -48,7 +48,6 @@ from tagger.settings import Settings
 
 log = logging.getLogger("tagger")
 STOP_TIMEOUT_S = 30.0
-STARTUP_WAIT_S = 20.0
 # How long a thread may hold the GIL while another waits for it: a large batch is checked
 # in a thread while the event loop talks to the server (measured in the previous release:
 # 0.5 ms instead of Python's 5 ms gave 12.6-15.7k -> 15.4-16.9k events/s on a burst).
@@ -85,6 +84,7 @@ class Worker:
         self.metrics = Metrics(self.partitions, SINK_NAMES if watched else [], tagging=tag)
         self.broker = make_broker(
             url,
+            block_ms=settings.block_ms,
             # FastStream's own lines go through the service's handler (text or JSON);
             # its per-message access lines at DEBUG only.
             logger=logging.getLogger("tagger.broker"),
@@ -159,12 +159,14 @@ class Worker:
         await self._start_endpoint()
 
     async def _connect_at_start(self) -> Redis:
-        """Connect and create the consumer groups. A server that is restarting (or a
-        cluster failing over) is waited for, up to STARTUP_WAIT_S: a supervisor may well
-        restart a worker in the middle of it. One that refuses our certificate check will
-        not come good by waiting, so that fails at once."""
-        deadline = time.monotonic() + STARTUP_WAIT_S
+        """Connect and create the consumer groups. A server that cannot be reached (a
+        restart, a failover, a network partition) is waited for, with backoff, until it
+        answers or the worker is stopped: a supervisor may well (re)start a worker in the
+        middle of an outage, and exiting would only make it try again blind. A server
+        that refuses our certificate check or our credentials will not come good by
+        waiting, so those fail at once."""
         delays = itertools.chain(RETRY_DELAYS_S, itertools.repeat(RETRY_DELAYS_S[-1]))
+        since = time.monotonic()
         while True:
             try:
                 client: Redis = await self.broker.connect()
@@ -174,12 +176,18 @@ class Worker:
                     # (A sinks process of ours creates these too: whichever comes first.)
                     for name in self.metrics.sink_names:
                         await create_group(client, keys.output_stream, keys.sink_group(name))
+                if time.monotonic() - since > 1:
+                    log.info("server reached after %.0f s; starting", time.monotonic() - since)
                 return client
             except TRANSIENT_ERRORS as exc:
-                delay_s = next(delays)
-                if "CERTIFICATE" in str(exc) or time.monotonic() + delay_s > deadline:
+                if "CERTIFICATE" in str(exc):
                     raise
-                log.warning("server unreachable at start (%s); retrying in %.1f s", exc, delay_s)
+                delay_s = next(delays)
+                log.warning(
+                    "server unreachable at start (%s); retrying in %.1f s (waiting %.0f s so "
+                    "far; check TAGGER_REDIS_URL and the network, or stop with SIGTERM)",
+                    exc, delay_s, time.monotonic() - since,
+                )  # fmt: skip
                 await asyncio.sleep(delay_s)
 
     async def _start_endpoint(self) -> None:
