@@ -4,7 +4,15 @@ the app show (built from the registry, so it needs no file)."""
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from schemas.message import USER_ID_PATTERN
 from schemas.wire import NOTE_MAX_CHARS
@@ -124,6 +132,13 @@ class StartSession(BaseModel):
     is_training_data: bool = False
     training_intent_label: Annotated[str, StringConstraints(max_length=128)] | None = None
 
+    @model_validator(mode="after")
+    def _labelled(self) -> "StartSession":
+        # The owner's rule (schemas/control.py), answered here as a 422 with the reason.
+        if self.is_training_data and not self.training_intent_label:
+            raise ValueError("training sessions must carry a training_intent_label")
+        return self
+
 
 class EndSession(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -136,6 +151,14 @@ class AddNote(BaseModel):
 
     note: Annotated[str, StringConstraints(min_length=1, max_length=NOTE_MAX_CHARS)]
     performer_id: Performer
+
+    @field_validator("note")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        # The owner's rule (schemas/control.py: blank by str.strip), answered as a 422.
+        if not value.strip():
+            raise ValueError("a note must not be blank")
+        return value
 
 
 class Problem(BaseModel):

@@ -3,7 +3,7 @@
 import asyncio
 import tempfile
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,12 +27,12 @@ from schemas.api import (
 )
 from tagger.erase import erase_user
 from tagger.http.auth import Caller
-from tagger.http.deps import Services, need, services
+from tagger.http.deps import BODY_PROBLEMS, Services, need, problems, services
 from tagger.http.sessions import ask, detail_of, events_of, known_session, log_path, note_out
 from tagger.query import Filters, active_sessions, find_sessions, list_users
 from tagger.times import epoch_ms
 
-router = APIRouter(prefix="/api/v1", tags=["api"])
+router = APIRouter(prefix="/api/v1", tags=["api"], responses=problems(401, 403))
 SessionIdPath = Annotated[str, PathParam(pattern=SESSION_ID_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
@@ -61,13 +61,13 @@ def sessions_list(
     return SessionPage(total=total, items=[SessionSummary.from_registry(x) for x in found])
 
 
-@router.get("/sessions/{session_id}", response_model=SessionDetail)
+@router.get("/sessions/{session_id}", response_model=SessionDetail, responses=problems(404))
 def session_detail(request: Request, _: Reader, session_id: SessionIdPath) -> SessionDetail:
     """One session: the summary, its notes, and the counts its file adds."""
     return detail_of(services(request), session_id)[0]
 
 
-@router.get("/sessions/{session_id}/events")
+@router.get("/sessions/{session_id}/events", responses=problems(404))
 def session_events(
     request: Request, _: Reader, session_id: SessionIdPath, limit: Limit = 100, offset: Offset = 0
 ) -> dict[str, Any]:
@@ -78,7 +78,10 @@ def session_events(
     return {"total": len(events), "items": events[offset : offset + limit]}
 
 
-@router.get("/sessions/{session_id}/bundle", response_class=FileResponse)
+@router.get(
+    "/sessions/{session_id}/bundle", response_class=FileResponse,
+    responses=problems(404, 409) | {200: {"content": {"application/zip": {}}}},
+)  # fmt: skip
 def session_bundle(request: Request, _: Reader, session_id: SessionIdPath) -> FileResponse:
     """The same zip as `tagger export`."""
     s = services(request)
@@ -94,7 +97,11 @@ def session_bundle(request: Request, _: Reader, session_id: SessionIdPath) -> Fi
     )  # fmt: skip
 
 
-@router.post("/sessions", response_model=SessionSummary, status_code=201)
+@router.post(
+    "/sessions", response_model=SessionSummary, status_code=201,
+    responses=problems(*BODY_PROBLEMS, 503)
+    | {200: {"model": SessionSummary, "description": "The user's active session"}},
+)  # fmt: skip
 def session_start(
     request: Request, response: Response, _: Writer, body: StartSession
 ) -> SessionSummary:
@@ -106,7 +113,10 @@ def session_start(
     return SessionSummary.from_registry(known_session(s, reply.session_id))
 
 
-@router.post("/sessions/{session_id}/end", response_model=SessionSummary)
+@router.post(
+    "/sessions/{session_id}/end", response_model=SessionSummary,
+    responses=problems(*BODY_PROBLEMS, 404, 409, 503),
+)  # fmt: skip
 def session_end(
     request: Request, _: Writer, session_id: SessionIdPath, body: EndSession
 ) -> SessionSummary:
@@ -117,7 +127,10 @@ def session_end(
     return SessionSummary.from_registry(known_session(s, session_id))
 
 
-@router.post("/sessions/{session_id}/notes", response_model=Note, status_code=201)
+@router.post(
+    "/sessions/{session_id}/notes", response_model=Note, status_code=201,
+    responses=problems(*BODY_PROBLEMS, 404, 503),
+)  # fmt: skip
 def session_note(request: Request, _: Writer, session_id: SessionIdPath, body: AddNote) -> Note:
     """Add a caregiver's note (a `session.note` record; nothing earlier is edited)."""
     s = services(request)
@@ -153,7 +166,10 @@ def user_erase(
     return erase_user(s.client, s.partitions, s.settings.data_dir, user_id)
 
 
-@router.get("/sessions/{session_id}/live", response_class=StreamingResponse)
+@router.get(
+    "/sessions/{session_id}/live", response_class=StreamingResponse,
+    responses=problems(404) | {200: {"content": {"text/event-stream": {}}}},
+)  # fmt: skip
 async def session_live(request: Request, _: Reader, session_id: SessionIdPath) -> StreamingResponse:
     """Server-sent events: each new record of the session as `data: <json>`, from now on."""
     s = services(request)
@@ -184,7 +200,10 @@ async def _follow(
 
 
 def _ms(when: datetime | None) -> int | None:
-    return None if when is None else epoch_ms(when)
+    """Epoch ms of a query's time; one without an offset is UTC (as A3CP's times are)."""
+    if when is None:
+        return None
+    return epoch_ms(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
 
 
 def _remove(folder: Path) -> None:

@@ -2,11 +2,13 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import HTTPException, Request
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from schemas.api import Problem
 from tagger.http.auth import COOKIE, Caller, Permission, Tokens, is_loopback
 from tagger.keys import Keys
 from tagger.settings import Settings
@@ -15,6 +17,23 @@ NO_TOKEN = (
     "a token is needed: send `Authorization: Bearer <token>` or log in at /login (the "
     "token is in TAGGER_HTTP_TOKEN, the tokens file, or <data dir>/http-token)"
 )
+# The error answers of the routes, for the OpenAPI document: each is a Problem (`detail`).
+PROBLEMS = {
+    400: "The body is not JSON text, or the request was refused (`detail` says why)",
+    401: "No valid token (a bearer token or the login cookie)",
+    403: "The token's role may not do this, or another site's page asked for a change",
+    404: "No session has this id",
+    409: "The session is closed already (for a bundle: it has no file yet)",
+    411: "A chunked body: send Content-Length",
+    413: "The body is over 64 KiB",
+    503: "No tagger answered the request: is `tagger run` running?",
+}
+BODY_PROBLEMS = (400, 411, 413)  # what any route with a body may answer
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entries of these error answers."""
+    return {code: {"model": Problem, "description": PROBLEMS[code]} for code in codes}
 
 
 @dataclass

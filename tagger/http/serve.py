@@ -24,7 +24,12 @@ def serve(settings: Settings, url: str) -> None:
     if added := backfill_users(client, partitions):
         log.info("users index filled from the registry (%d users)", added)
     services = Services(settings, client, async_client(url), tokens, partitions)
-    sock = socket.create_server((settings.http_host, settings.http_port), reuse_port=False)
+    listener = socket.create_server((settings.http_host, settings.http_port), reuse_port=False)
+    # Re-made from its descriptor, the socket says IPPROTO_TCP (create_server leaves proto
+    # 0), and asyncio turns Nagle off (TCP_NODELAY) only on sockets that say so: without
+    # it an answer's body, written after its headers, waited for the client's delayed ACK,
+    # 40 ms on every request of a connection after its first (bench/http_reads.py).
+    sock = socket.socket(fileno=listener.detach())
     port = sock.getsockname()[1]
     base = f"http://{_host_for_url(settings.http_host)}:{port}"
     log.info("serving on %s (API at %s/api/v1, OpenAPI at %s/openapi.json)", base, base, base)

@@ -23,16 +23,19 @@ from schemas.upstream import (
     SessionValidateOutput,
 )
 from tagger.http.auth import Caller
-from tagger.http.deps import need, services
+from tagger.http.deps import BODY_PROBLEMS, need, problems, services
 from tagger.http.sessions import REFUSALS, ask, known_session
 from tagger.registry import get_session, validate
 
-router = APIRouter(prefix="/session_manager", tags=["upstream session_manager"])
+router = APIRouter(
+    prefix="/session_manager", tags=["upstream session_manager"],
+    responses=problems(401, 403, *BODY_PROBLEMS),
+)  # fmt: skip
 Service = Annotated[Caller, Depends(need("upstream"))]
 NO_PERFORMER = "performer_id is required (use 'system' for system-initiated boundaries)"
 
 
-@router.post("/sessions.start", response_model=SessionManagerStartOutput)
+@router.post("/sessions.start", response_model=SessionManagerStartOutput, responses=problems(503))
 def sessions_start(
     request: Request, _: Service, body: SessionManagerStartInput
 ) -> SessionManagerStartOutput:
@@ -59,7 +62,9 @@ def sessions_start(
     )
 
 
-@router.post("/sessions.end", response_model=SessionManagerEndOutput)
+@router.post(
+    "/sessions.end", response_model=SessionManagerEndOutput, responses=problems(404, 409, 503)
+)
 def sessions_end(
     request: Request, _: Service, body: SessionManagerEndInput
 ) -> SessionManagerEndOutput:
