@@ -1,122 +1,110 @@
-"""A self-contained HTML timeline of one session: one lane per modality, hover for details."""
+"""The bundle's timeline.html: the app's session timeline (exporters/assets/timeline.js on
+the vendored Apache ECharts), inlined into one file that opens offline, with the records
+as a table beside it (the accessible form of the same marks)."""
 
 import html
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tagger.times import epoch_ms, parse_time
+from tagger.times import parse_time
+
+ASSETS = Path(__file__).parent / "assets"
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Session __TITLE__</title>
 <style>
- body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
- h1 { font-size: 18px; margin: 0 0 4px; } p.sub { margin: 0 0 16px; color: #555; }
- .lane-label { font-size: 12px; fill: #444; } .axis { stroke: #bbb; }
- .mark { stroke: #fff; stroke-width: 1; cursor: pointer; } .mark:hover { stroke: #000; }
- .late { stroke: #d33; stroke-width: 2; }
- .boundary { stroke: #888; stroke-dasharray: 4 3; }
- #tip { position: fixed; display: none; background: #fff; border: 1px solid #999;
-        padding: 6px 8px; font-size: 12px; white-space: pre; pointer-events: none; }
-</style></head>
+ body { font: 15px/1.5 system-ui, sans-serif; margin: 24px; color: #1a1a1a; }
+ h1 { font-size: 22px; margin: 0 0 4px; } p.sub { margin: 0 0 16px; color: #4a4a4a; }
+ .chart { width: 100%; height: 380px; border: 1px solid #c8c8c8; border-radius: 6px; }
+ .zoom { display: flex; gap: 8px; margin: 8px 0; flex-wrap: wrap; }
+ button { font: inherit; padding: 4px 12px; border: 1px solid #0b57a4; color: #0b57a4;
+          background: #fff; border-radius: 6px; cursor: pointer; }
+ :focus-visible { outline: 3px solid #f2a900; outline-offset: 2px; }
+ table { border-collapse: collapse; width: 100%; margin-top: 16px; }
+ th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #ddd; }
+ tr.mark { cursor: pointer; } tr.mark:hover, tr.mark:focus { background: #fff5d6; }
+ dialog { max-width: min(900px, 92vw); max-height: 80vh; overflow: auto; }
+ pre { white-space: pre-wrap; word-break: break-word; font-size: 13px; }
+</style>
+<script>__ECHARTS__</script>
+<script>__TIMELINE__</script>
+</head>
 <body>
+<main data-timeline>
 <h1>Session __TITLE__</h1>
 <p class="sub">__SUBTITLE__</p>
-<svg id="timeline" xmlns="http://www.w3.org/2000/svg"></svg>
-<div id="tip"></div>
-<script type="application/json" id="events">__DATA__</script>
-<script>
-(function () {
-  const events = JSON.parse(document.getElementById("events").textContent);
-  const svg = document.getElementById("timeline"), tip = document.getElementById("tip");
-  const NS = "http://www.w3.org/2000/svg", left = 110, width = 900, laneH = 40;
-  const colours = {gesture: "#3b7dd8", speech: "#2a9d5b", audio: "#e08a1e",
-                   image: "#8e5bd0", multimodal: "#c2407a", other: "#777"};
-  const lanes = [...new Set(events.map(e => e.lane))];
-  const times = events.map(e => e.t), t0 = Math.min(...times), t1 = Math.max(...times);
-  const x = t => left + (t1 === t0 ? width / 2 : (t - t0) / (t1 - t0) * width);
-  svg.setAttribute("width", left + width + 30);
-  svg.setAttribute("height", lanes.length * laneH + 40);
-  function el(name, attrs) {
-    const node = document.createElementNS(NS, name);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    svg.appendChild(node); return node;
-  }
-  lanes.forEach((lane, i) => {
-    const y = 20 + i * laneH + laneH / 2;
-    el("line", {class: "axis", x1: left, x2: left + width, y1: y, y2: y});
-    el("text", {class: "lane-label", x: 8, y: y + 4}).textContent = lane;
-  });
-  for (const b of events.filter(e => e.boundary)) {
-    el("line", {class: "boundary", x1: x(b.t), x2: x(b.t), y1: 10, y2: lanes.length * laneH + 30});
-  }
-  for (const e of events) {
-    const y = 20 + lanes.indexOf(e.lane) * laneH + laneH / 2;
-    const mark = el("circle", {class: "mark" + (e.late ? " late" : ""), cx: x(e.t), cy: y,
-                               r: e.boundary ? 7 : 5, fill: colours[e.lane] || colours.other});
-    mark.addEventListener("mousemove", ev => {
-      tip.textContent = e.detail; tip.style.display = "block";
-      tip.style.left = (ev.clientX + 12) + "px"; tip.style.top = (ev.clientY + 12) + "px";
-    });
-    mark.addEventListener("mouseleave", () => { tip.style.display = "none"; });
-  }
-})();
-</script>
+<p>Scroll or drag on the chart to zoom and pan; hover a mark for its time, source and top
+label; click it, or a row of the table, for the whole record. Times are local.</p>
+<div class="zoom" role="group" aria-label="Zoom and pan the timeline">
+ <button type="button" data-timeline-action="zoom-in">Zoom in</button>
+ <button type="button" data-timeline-action="zoom-out">Zoom out</button>
+ <button type="button" data-timeline-action="pan-left">Earlier</button>
+ <button type="button" data-timeline-action="pan-right">Later</button>
+ <button type="button" data-timeline-action="reset">Whole session</button>
+</div>
+<div data-timeline-chart class="chart" role="img"
+ aria-label="Timeline chart; the table below lists the same records"></div>
+<dialog aria-labelledby="record-title"><h2 id="record-title">Record</h2><pre></pre>
+<button type="button" data-close>Close</button></dialog>
+<table><caption>Records in time order</caption>
+<thead><tr><th scope="col">Time (UTC)</th><th scope="col">Record</th><th scope="col">Modality</th>
+<th scope="col">Source</th><th scope="col">Performer</th><th scope="col">Detail</th></tr></thead>
+<tbody>__ROWS__</tbody></table>
+</main>
+<script type="application/json" id="timeline-data">__DATA__</script>
 </body></html>
 """
 
 
 def timeline_html(session: dict[str, Any], events: list[dict[str, Any]]) -> str:
-    """The page for a session's events (in time order); needs no network to open."""
-    marks = []
-    for e in events:
-        kind = e.get("kind", "message")
-        boundary = kind != "message"
-        lane = "session" if boundary else str(e.get("modality") or "other")
-        when = e.get("start_time") if kind == "session.start" else e.get("end_time")
-        stamp = str(when if boundary and when else e.get("timestamp"))
-        label = _top_label(e.get("classifier_output"))
-        detail = "\n".join(
-            f"{k}: {v}"
-            for k, v in (
-                ("time", stamp),
-                ("event", kind),
-                ("source", e.get("source")),
-                ("performer", e.get("performer_id")),
-                ("top label", label),
-                ("seq", e.get("session_seq")),
-                ("late", e.get("late")),
-                ("note", e.get("note")),
-            )
-            if v not in (None, "", False)
-        )
-        marks.append(
-            {
-                "t": _ms(stamp),
-                "lane": lane,
-                "boundary": boundary,
-                "late": bool(e.get("late")),
-                "detail": detail,
-            }
-        )
+    """The page for a session's records (in time order); needs no network to open."""
+    summary = session.get("summary", {})
     subtitle = (
-        f"user {session.get('user_id')} · {len(marks)} marks · "
-        f"{session.get('start_time')} → {session.get('end_time') or 'open'}"
+        f"{session.get('user_id')}: {summary.get('event_count', 0)} events, "
+        f"{session.get('start_time') or '?'} to {session.get('end_time') or 'now (active)'}"
+        + (f", {session['close_reason']}" if session.get("close_reason") else "")
     )
-    # "</" cannot appear inside the JSON, so the data cannot close its script element.
-    data = orjson.dumps(marks).decode().replace("</", "<\\/")
-    page = _PAGE.replace("__TITLE__", html.escape(str(session.get("session_id"))))
-    return page.replace("__SUBTITLE__", html.escape(subtitle)).replace("__DATA__", data)
+    rows = "".join(_row(n, e) for n, e in enumerate(events))
+    data = orjson.dumps(events).decode().replace("<", "\\u003c")
+    return (
+        _PAGE.replace("__ECHARTS__", _asset("echarts.min.js"))
+        .replace("__TIMELINE__", _asset("timeline.js"))
+        .replace("__TITLE__", html.escape(str(session.get("session_id"))))
+        .replace("__SUBTITLE__", html.escape(subtitle))
+        .replace("__ROWS__", rows)
+        .replace("__DATA__", data)
+    )
 
 
-def _top_label(scores: Any) -> str | None:
-    if not isinstance(scores, dict) or not scores:
-        return None
-    label, p = max(scores.items(), key=lambda kv: kv[1])
-    return f"{label} ({p:.2f})"
+def _asset(name: str) -> str:
+    # An inline script ends at the first "</script"; the vendored code must not hold one.
+    text = (ASSETS / name).read_text()
+    assert "</script" not in text.lower(), f"{name} cannot be inlined"
+    return text
 
 
-def _ms(stamp: str) -> int:
-    moment = parse_time(stamp)
-    return epoch_ms(moment) if moment else 0
+def _row(index: int, e: dict[str, Any]) -> str:
+    kind = e.get("kind", "message")
+    stamp = {"session.start": "start_time", "session.end": "end_time"}.get(kind, "timestamp")
+    moment = parse_time(e.get(stamp))
+    scores = e.get("classifier_output")
+    detail = ""
+    if isinstance(scores, dict) and scores:
+        detail = max(scores.items(), key=lambda kv: kv[1])[0]
+    detail = e.get("note") or e.get("close_reason") or detail
+    if e.get("late"):
+        detail = f"late {detail}".strip()
+    cells = [
+        moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if moment else "",
+        "event" if kind == "message" else kind,
+        e.get("modality") or "",
+        e.get("source") or "",
+        e.get("performer_id") or "",
+        detail,
+    ]
+    tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+    return f'<tr class="mark" tabindex="0" data-event-index="{index}">{tds}</tr>'

@@ -51,6 +51,7 @@ class SessionSummary(MsTimes):
     closed_by: str | None
     event_count: int
     late_events: int
+    note_count: int = Field(description="Notes added after the fact.")
     is_training_data: bool
     training_intent_label: str | None
     session_notes: str | None
@@ -76,6 +77,7 @@ class SessionSummary(MsTimes):
             closed_by=s.get("closed_by") or None,
             event_count=int(s.get("events") or 0),
             late_events=int(s.get("late_events") or 0),
+            note_count=int(s.get("notes") or 0),
             is_training_data=bool(s.get("is_training_data")),
             training_intent_label=s.get("training_intent_label") or None,
             session_notes=s.get("session_notes") or None,

@@ -239,6 +239,20 @@ def demo(users: int, events_per_user: int, seed: int | None) -> None:
     except TaggerError as exc:
         fail(str(exc))
     console.print(summary_table(counts, elapsed_s, users=len(user_ids)))
+    console.print(_app_pointer(settings), soft_wrap=True)
+
+
+def _app_pointer(settings: Settings) -> str:
+    """Where to see the demo's sessions: the app of `tagger serve`, with its login link."""
+    from tagger.http.auth import AuthConfigError, Tokens
+
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    try:
+        tokens = Tokens.from_settings(settings)
+    except AuthConfigError:
+        return f"See the sessions in the app: run `tagger serve`, then open {base}/login."
+    link = f"{base}/login?token={tokens.any_token()}" if tokens.made else f"{base}/login"
+    return f"See the sessions in the app: run `tagger serve` (same directory), then open {link}"
 
 
 async def _run_with_progress(worker: Worker, progress: Progress, task: TaskID) -> Counts:

@@ -20,6 +20,7 @@ from tagger.errors import SERVER_ERRORS, TaggerError, server_advice
 from tagger.keys import Keys
 from tagger.registry import get_session, list_sessions, validate
 from tagger.server import redis_url
+from tagger.times import duration_text
 
 
 @contextmanager
@@ -141,18 +142,6 @@ def session_view(s: SessionSummary) -> Table:
     for name, value in rows:
         table.add_row(name, Text(value))  # Text: a note's "[...]" is not markup
     return table
-
-
-def duration_text(seconds: float | None) -> str:
-    """A duration as people say it: "42 s", "4 min 10 s", "1 h 02 min" ("-" if unknown)."""
-    if seconds is None:
-        return "-"
-    whole = max(0, int(seconds))
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole // 60 % 60:02d} min"
 
 
 def _as_json(session: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,13 @@ close reason reads every session of the time window, so give `since`/`user_id` w
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
 
+from exporters.bundle import read_events
+from exporters.paths import session_log_path
 from tagger.keys import Keys
 from tagger.registry import _add_live_figures, _counter_names, _decode, user_partition
 from tagger.rules.state import decode_state
@@ -27,9 +30,12 @@ class Filters:
     until_ms: int | None = None
     training: bool | None = None
     close_reason: str | None = None
+    scan: bool = False  # read every session of the window (a search does)
 
     def by_fields(self) -> bool:
-        return any(x is not None for x in (self.status, self.training, self.close_reason))
+        return self.scan or any(
+            x is not None for x in (self.status, self.training, self.close_reason)
+        )
 
     def accepts(self, s: dict[str, Any]) -> bool:
         return (
@@ -72,6 +78,33 @@ def find_sessions(
             matches += [s for s in _hydrate(client, [(keys, sid) for sid in ids]) if f.accepts(s)]
             ids = _ids(client.zrevrangebyscore(index, high, low, start=start, num=SCAN_CHUNK))
     matches.sort(key=lambda s: s["start_ms"], reverse=True)
+    return len(matches), matches[offset : offset + limit]
+
+
+def search_sessions(
+    client: Redis, partitions: Sequence[Keys], f: Filters, text: str, data_dir: Path,
+    limit: int, offset: int,
+) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
+    """Sessions matching `f` whose start notes, label or later notes hold `text` (any
+    case). It reads every session `f` lets through, and the files of those with notes."""
+    needle = text.casefold()
+
+    def holds(s: dict[str, Any]) -> bool:
+        own = f"{s.get('session_notes', '')} {s.get('training_intent_label', '')}"
+        if needle in own.casefold():
+            return True
+        if not s.get("notes"):
+            return False
+        path = session_log_path(data_dir, s["user_id"], s["session_id"])
+        return path.exists() and any(
+            needle in str(e.get("note", "")).casefold()
+            for e in read_events(path) if e.get("kind") == "session.note"
+        )  # fmt: skip
+
+    everything = Filters(f.user_id, f.status, f.since_ms, f.until_ms, f.training, f.close_reason,
+                         scan=True)  # fmt: skip
+    _, found = find_sessions(client, partitions, everything, 10**9, 0)
+    matches = [s for s in found if holds(s)]
     return len(matches), matches[offset : offset + limit]
 
 

@@ -20,6 +20,7 @@ _INT_FIELDS = {
     "events",
     "seq",
     "late_events",
+    "notes",
 }
 
 

@@ -37,3 +37,15 @@ def parse_time(text: Any) -> datetime | None:
 def from_epoch_ms(ms: int) -> datetime:
     """The aware UTC datetime of epoch milliseconds (exact integer arithmetic)."""
     return _EPOCH + ms * _ONE_MS
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration as people say it: "42 s", "4 min 10 s", "1 h 02 min" ("-" if unknown)."""
+    if seconds is None:
+        return "-"
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole // 60 % 60:02d} min"

@@ -12,28 +12,19 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from tagger.http.auth import Caller
 from tagger.http.deps import Services, signed_in
+from tagger.http.headers import SECURITY_HEADERS
 
 log = logging.getLogger("tagger.http")
 MAX_BODY_BYTES = 64 * 1024  # a note or a start is a few KiB; nothing legitimate is larger
-SECURITY_HEADERS = {
-    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-    "form-action 'self'",
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
-    "cross-origin-opener-policy": "same-origin",
-    "cache-control": "no-store",
-}
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def create_app(services: Services) -> FastAPI:
-    from tagger.http import api, login, upstream
+    from tagger.http import api, login, pages, upstream
 
     app = FastAPI(
         title="A3CP session tagger",
@@ -49,6 +40,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(upstream.router)
     app.include_router(api.router)
     app.include_router(login.router)
+    app.include_router(pages.router)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
@@ -78,6 +70,10 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
+
+    @app.exception_handler(pages.LoginNeeded)
+    async def to_login(_request: Request, exc: pages.LoginNeeded) -> Response:
+        return RedirectResponse(exc.target, status_code=303)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> JSONResponse:

@@ -2,40 +2,36 @@
 token itself); /logout ends it. A login URL with `?token=` (printed at start, as Jupyter
 does) is taken once and answered with a redirect to a URL without it."""
 
-import html
+import base64
+import hashlib
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from tagger.http.auth import COOKIE, COOKIE_TTL_S
 from tagger.http.deps import services
+from tagger.http.headers import SECURITY_HEADERS
 
 router = APIRouter(include_in_schema=False)
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Log in: A3CP sessions</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main>
-<h1>A3CP sessions</h1>
-{message}
-<form method="post" action="/login">
-<label for="token">Access token</label>
-<input id="token" name="token" type="password" autocomplete="current-password" required>
-<input type="hidden" name="next" value="{next}">
-<button type="submit">Log in</button>
-</form>
-<p>The token is in TAGGER_HTTP_TOKEN, the tokens file, or the data directory's
-<code>http-token</code> file; <code>tagger serve</code> prints a login link when it starts.</p>
-</main></body></html>
-"""
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+# The login page is the one page seen before a login, so its style is inline (the static
+# files need a login too), allowed by its hash in that page's Content-Security-Policy.
+CSS = (Path(__file__).parent / "static" / "app.css").read_text()
+CSS_HASH = base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
+CSP = SECURITY_HEADERS["content-security-policy"].replace(
+    "style-src 'self'", f"style-src 'self' 'sha256-{CSS_HASH}'"
+)
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/", token: str | None = None) -> Response:
     if token is not None:
         return _log_in(request, token, next)
-    return HTMLResponse(PAGE.format(message="", next=html.escape(_local(next))))
+    return _page(request, "", next)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -57,13 +53,19 @@ def logout() -> Response:
 def _log_in(request: Request, token: str, next: str) -> Response:
     tokens = services(request).tokens
     if tokens.bearer(token) is None:
-        message = '<p role="alert">That token is not known here; check it and try again.</p>'
-        return HTMLResponse(PAGE.format(message=message, next=html.escape(_local(next))), 401)
+        return _page(request, "That token is not known here; check it and try again.", next, 401)
     response = RedirectResponse(_local(next), status_code=303)
     response.set_cookie(
         COOKIE, tokens.cookie_for(token), max_age=COOKIE_TTL_S, path="/", httponly=True,
         samesite="strict", secure=request.url.scheme == "https",
     )  # fmt: skip
+    return response
+
+
+def _page(request: Request, message: str, next: str, status: int = 200) -> Response:
+    context = {"css": CSS, "message": message, "next": _local(next)}
+    response = templates.TemplateResponse(request, "login.html", context, status_code=status)
+    response.headers["content-security-policy"] = CSP
     return response
 
 

@@ -187,6 +187,9 @@ def build_commit(
     values = c.row_values
     for r in outcome.records:
         values += (r.data, r.user_id, r.session_id, r.kind)
+        if r.kind == "session.note":  # the registry counts them (the app searches those)
+            c.add("HINCRBY", keys.session(r.session_id), "notes", 1)
+            c.types[keys.session(r.session_id)] = "hash"
     for dead in dead_letters:
         c.types[keys.dead_letter_stream] = "stream"
         c.add("XADD", keys.dead_letter_stream, "*", *dead)
