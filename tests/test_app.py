@@ -160,6 +160,14 @@ def test_note_end_and_bundle(page_for: Any, served: Served, client: Redis, tmp_p
     note = [orjson.loads(x)["event"] for x in log.read_bytes().splitlines()][-1]
     assert (note["kind"], note["performer_id"]) == ("session.note", "caregiver-name")
 
+    # The list's search finds the session by its note (and nothing by another word).
+    page.goto(f"{served.base}/sessions")
+    page.fill("#f-q", "WINDOW")
+    page.click("text=Apply")
+    assert page.locator("table.sessions tbody tr").count() == 1
+    page.goto(f"{served.base}/sessions?q=nothing-like-it")
+    assert page.locator("table.sessions tbody tr").count() == 0
+    page.goto(f"{served.base}/sessions/{sid}")
     page.click("text=End this session")
     page.wait_for_selector("text=Session ended.")
     assert page.locator("h1 .badge").inner_text() == "closed"
