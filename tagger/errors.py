@@ -31,7 +31,29 @@ TRANSIENT_ERRORS = (
     redis_errors.TryAgainError,
     redis_errors.ReadOnlyError,
     redis_errors.SlotNotCoveredError,
+    # A server at its maxmemory with noeviction refuses writes (a commit is refused
+    # whole: nothing of the batch is written or acked) until memory is freed.
+    redis_errors.OutOfMemoryError,
 )
+# The transient errors of a server that answers but refuses writes: `/ready` reports them.
+REFUSING_WRITES = (redis_errors.OutOfMemoryError, redis_errors.ReadOnlyError)
+
+
+def transient_advice(exc: Exception) -> str:
+    """Why the server cannot be used just now, and what to do, for a retry's log line."""
+    if isinstance(exc, redis_errors.OutOfMemoryError):
+        return (
+            f"the server is out of memory and refuses writes ({exc}); nothing was acked. "
+            "Free memory on it or raise its maxmemory; tagging resumes by itself"
+        )
+    if isinstance(exc, redis_errors.ReadOnlyError):
+        return (
+            f"the server is read-only ({exc}: a replica, after a failover?); nothing was "
+            "acked. Point TAGGER_REDIS_URL at the primary, or promote this server"
+        )
+    return f"server unreachable ({exc})"
+
+
 RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 # Everything the client library raises about the server. redis-py's cluster client raises

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tagger.control import handle_request
-from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS
+from tagger.errors import REFUSING_WRITES, RETRY_DELAYS_S, TRANSIENT_ERRORS, transient_advice
 from tagger.metrics import Metrics
 from tagger.report import BatchReport, count_fields
 from tagger.rules import Counts
@@ -30,6 +30,8 @@ class TagPath:
         self.settings, self.metrics, self.stopping = settings, metrics, stopping
         self.counts = Counts()
         self._report = BatchReport()
+        # Why the server refuses our writes just now (out of memory, read-only), for /ready.
+        self.refusing_writes: str | None = None
 
     async def handle(self, owner: PartitionOwner, batch: dict[str, Any]) -> None:
         """Tag the batch FastStream read, then the partition's next entries while they keep
@@ -94,6 +96,7 @@ class TagPath:
                         owner.recoveries += 1
                 if step is not None:
                     await step(owner, owner.recoveries != generation)
+                self.refusing_writes = None
                 return True
             except Fenced as exc:
                 log.warning("%s", exc)
@@ -107,7 +110,9 @@ class TagPath:
                 await pause(self.stopping, min(max(self.settings.claim_idle_ms / 1000, 0.02), 1))
             except TRANSIENT_ERRORS as exc:
                 delay_s = next(delays)
-                log.warning("server unreachable (%s); retrying in %.1f s", exc, delay_s)
+                log.warning("%s; retrying in %.1f s", transient_advice(exc), delay_s)
+                if isinstance(exc, REFUSING_WRITES):
+                    self.refusing_writes = transient_advice(exc)
                 owner.needs_recovery = True
                 await pause(self.stopping, delay_s)
             except Exception as exc:

