@@ -6,18 +6,35 @@ Like upstream: unknown fields are ignored, `schema_version` is any MAJOR.MINOR.P
 echoed, `record_id` any UUID, a naive `timestamp` is UTC. Stricter than upstream, on
 purpose: `user_id` must be an id the tagger accepts (it names files: upstream takes
 "../x"), and a training session needs its `training_intent_label` (the tagger's rule,
-which ML pipelines select by): 422 and 400, with the reason."""
+which ML pipelines select by): both 422, with the reason."""
 
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from schemas.api import MsTimes
 from schemas.message import SEMVER_PATTERN, USER_ID_PATTERN, Modality
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
+
+
+def in_utc(value: datetime) -> datetime:
+    """A naive time is UTC; an aware one is converted. Out of range in UTC: a reason."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # pydantic would let it through, and the answer be a 500
+        raise ValueError("the time falls outside years 1 to 9999 in UTC") from exc
 
 
 class _Spine(BaseModel):
@@ -36,7 +53,7 @@ class _Spine(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return in_utc(value)
 
 
 class SessionManagerStartInput(_Spine):
@@ -44,6 +61,15 @@ class SessionManagerStartInput(_Spine):
     is_training_data: bool | None = False
     session_notes: Annotated[str, StringConstraints(max_length=4000)] | None = None
     training_intent_label: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+    @model_validator(mode="after")
+    def _labelled(self) -> "SessionManagerStartInput":
+        if self.is_training_data and not (self.training_intent_label or "").strip():
+            raise ValueError(
+                "a training session needs its training_intent_label (ML pipelines select "
+                "training data by it); send one, or is_training_data false"
+            )
+        return self
 
 
 class SessionManagerEndInput(_Spine):
@@ -53,7 +79,7 @@ class SessionManagerEndInput(_Spine):
     @field_validator("end_time")
     @classmethod
     def _end_utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return in_utc(value)
 
 
 class _OutSpine(MsTimes):

@@ -161,12 +161,6 @@ def upstream_start(**fields: Any) -> dict[str, Any]:
     } | fields  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in schemas/upstream.py: _Spine._utc and SessionManagerEndInput._end_utc call "
-    "astimezone(UTC), which raises OverflowError (not ValueError) when the time in UTC "
-    "falls outside years 1-9999: pydantic lets it through and the answer is a 500",
-)
 def test_a_time_out_of_range_in_utc_is_a_422_not_a_500(live: Live) -> None:
     with live.served.client("admin") as http:
         early = upstream_start(timestamp="0001-01-01T00:00:00+03:07")
@@ -177,12 +171,6 @@ def test_a_time_out_of_range_in_utc_is_a_422_not_a_500(live: Live) -> None:
         assert answer.status_code == 422, answer.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in schemas/upstream.py: its docstring says a training session without a "
-    "training_intent_label answers 422 with the reason; SessionManagerStartInput does not "
-    "check it, the owner refuses it, and the answer is 400 'refused: invalid_request: ...'",
-)
 def test_an_upstream_training_start_without_a_label_is_a_422(live: Live) -> None:
     with live.served.client("admin") as http:
         answer = http.post(
