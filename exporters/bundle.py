@@ -44,11 +44,14 @@ def session_log(data_dir: Path, session_id: str) -> Path:
 
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The events of a log (complete lines only), in chronological order."""
-    events = [
-        orjson.loads(line)["event"]
-        for line in path.read_bytes().splitlines(keepends=True)
-        if line.endswith(b"\n")
-    ]
+    events = []
+    for line in path.read_bytes().splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            continue  # a line still being written
+        try:
+            events.append(orjson.loads(line)["event"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue  # a dead co-writer's fragment, kept by the sink (exporters/jsonl.py)
     notes = sorted((e for e in events if e.get("kind") == "session.note"), key=_time_of)
     ordered = sorted((e for e in events if e.get("kind") != "session.note"), key=_chronological)
     # A note goes where it was taken: among the events, or after the end of a closed session.
