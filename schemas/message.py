@@ -48,7 +48,10 @@ class A3CPMessage(BaseModel):
         # A3CP: naive timestamps are UTC, offsets are converted to UTC.
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # not a ValueError: pydantic would let it escape the intake
+            raise ValueError("is outside the years 1-9999 once converted to UTC") from None
 
     @field_validator("classifier_output")
     @classmethod

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         300, gt=0, description="Inactivity (event time) after which a new session opens."
     )
     max_session_s: int = Field(14400, gt=0, description="Longest a session may last.")
+    max_clock_skew_s: int = Field(
+        300,
+        ge=1,
+        description="An event stamped more than this far ahead of the server's clock at its "
+        "arrival is dead-lettered as clock_ahead and its user's sessions are left untouched: "
+        "fix the clock of the device that published it. Past timestamps are always accepted.",
+    )
     batch_size: int = Field(500, ge=1, le=5000, description="Entries read per batch.")
     block_ms: int = Field(
         100, ge=1, description="How long one read waits for new entries when idle."

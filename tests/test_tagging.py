@@ -26,7 +26,14 @@ def test_every_field_is_preserved_and_session_id_added(
         capture_id="11111111-2222-3333-4444-555555555555",
         classifier_output={"go_outside": 0.84, "hungry": 0.12, "unknown": 0.04},
         context={"location": "kitchen", "partner_speech": "Möchtest du raus? ✓"},
-        raw_features_ref={"uri": "/data/u01/g.npz", "shape": [42, 128], "dtype": "float32"},
+        raw_features_ref={
+            "uri": "/data/u01/g.npz",
+            "hash": "sha256:" + "0" * 64,
+            "encoding": "holistic_landmarks_v1",
+            "shape": [42, 128],
+            "dtype": "float32",
+            "format": "npz",
+        },
         is_demo=True,
         frame_index=None,
     )

@@ -63,7 +63,7 @@ def start_as_the_previous_release(client: Redis, settings: Settings, user: str, 
 def test_state_of_the_previous_release_is_carried_on(
     client: Redis, make_settings: SettingsFactory
 ) -> None:
-    settings = make_settings(session_timeout_s=300)
+    settings = make_settings(session_timeout_s=300, max_clock_skew_s=2 * 3600)  # now + 60 min
     keys = Keys.from_settings(settings)
     for stream in (keys.input_stream, keys.control_stream):
         client.xgroup_create(stream, settings.group, id="0", mkstream=True)

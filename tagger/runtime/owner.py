@@ -25,7 +25,14 @@ from redis.asyncio import Redis
 
 from exporters.runner import RELEASE_LUA
 from tagger.errors import TaggerError
-from tagger.intake import Accepted, Rejected, check_entry, payload_of, without_bytes
+from tagger.intake import (
+    DEFAULT_MAX_CLOCK_SKEW_S,
+    Accepted,
+    Rejected,
+    check_entry,
+    payload_of,
+    without_bytes,
+)
 from tagger.keys import Keys, partition_of
 from tagger.rules import (
     ControlRequest,
@@ -76,12 +83,14 @@ class Checked:
 
     __slots__ = ("accepted", "entries", "rejected")
 
-    def __init__(self, keys: Keys, entries: Sequence[Entry]) -> None:
+    def __init__(
+        self, keys: Keys, entries: Sequence[Entry], max_clock_skew_s: int = DEFAULT_MAX_CLOCK_SKEW_S
+    ) -> None:
         self.entries = entries
         self.accepted: list[Accepted] = []
         self.rejected: list[Rejected] = []
         for entry_id, fields in entries:
-            result = check_entry(entry_id, fields)
+            result = check_entry(entry_id, fields, max_clock_skew_s=max_clock_skew_s)
             if isinstance(result, Accepted) and not keys.owns(result.user_id):
                 result = _misrouted(keys, result, payload_of(fields) or b"")
             if isinstance(result, Accepted):

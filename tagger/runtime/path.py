@@ -50,7 +50,11 @@ class TagPath:
             following = await self._read_ahead(owner)
             checking = None
             if len(following) >= 50:  # the check is pure Python: off the event loop
-                checking = asyncio.create_task(asyncio.to_thread(Checked, owner.keys, following))
+                checking = asyncio.create_task(
+                    asyncio.to_thread(
+                        Checked, owner.keys, following, owner.settings.max_clock_skew_s
+                    )
+                )
             served = await tagging
             checked = await checking if checking is not None else None
             if not served:
@@ -127,9 +131,11 @@ class TagPath:
     ) -> None:
         started = time.perf_counter()
         if checked is None and len(entries) >= 50:  # pure Python: off the event loop
-            checked = await asyncio.to_thread(Checked, owner.keys, entries)
+            checked = await asyncio.to_thread(
+                Checked, owner.keys, entries, owner.settings.max_clock_skew_s
+            )
         elif checked is None:
-            checked = Checked(owner.keys, entries)
+            checked = Checked(owner.keys, entries, owner.settings.max_clock_skew_s)
         counts = await owner.tag(checked)
         self.counts.add(counts)
         self._batch_done(entries, counts, time.perf_counter() - started)
