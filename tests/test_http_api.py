@@ -293,3 +293,35 @@ def test_serve_makes_a_private_token_on_loopback_and_refuses_other_addresses_wit
     assert refused.returncode != 0
     assert b"TAGGER_HTTP_TOKEN" in refused.stderr and b"beyond loopback" in refused.stderr
     assert os.environ.get("TAGGER_HTTP_TOKEN") is None
+
+
+def test_live_pages_of_two_sessions_each_get_their_own_records(
+    served: Served, client: Redis
+) -> None:
+    with served.client("viewer") as http, served.client("caregiver") as writer:
+        sids = {
+            u: writer.post("/api/v1/sessions", json={"user_id": u, "performer_id": "c"}).json()[
+                "session_id"
+            ]
+            for u in ("ivy09", "jon10")
+        }
+        seen: dict[str, list[str]] = {u: [] for u in sids}
+
+        def follow(user: str) -> None:
+            with http.stream("GET", f"/api/v1/sessions/{sids[user]}/live") as stream:
+                for line in stream.iter_lines():
+                    seen[user].append(line)
+                    if line.startswith("data:"):
+                        return
+
+        readers = [threading.Thread(target=follow, args=(u,), daemon=True) for u in sids]
+        for reader in readers:
+            reader.start()
+        wait_for(lambda: all(seen.values()))  # both open (one shared reader behind them)
+        publish(client, served.settings, [event(u, int(time.time() * 1000)) for u in sids])
+        for reader in readers:
+            reader.join(timeout=20)
+            assert not reader.is_alive()
+    for user, lines in seen.items():
+        (data,) = [line for line in lines if line.startswith("data:")]
+        assert orjson.loads(data.removeprefix("data:"))["session_id"] == sids[user]

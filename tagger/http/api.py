@@ -2,7 +2,6 @@
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,7 +26,7 @@ from schemas.api import (
 )
 from tagger.erase import erase_user
 from tagger.http.auth import Caller
-from tagger.http.deps import BODY_PROBLEMS, Services, need, problems, services
+from tagger.http.deps import BODY_PROBLEMS, need, problems, services
 from tagger.http.sessions import ask, detail_of, events_of, known_session, log_path, note_out
 from tagger.query import Filters, active_sessions, find_sessions, list_users
 from tagger.times import epoch_ms
@@ -176,27 +175,8 @@ async def session_live(request: Request, _: Reader, session_id: SessionIdPath) -
     found = await asyncio.to_thread(known_session, s, session_id)
     keys = next(k for k in s.partitions if k.owns(found["user_id"]))
     return StreamingResponse(
-        _follow(request, s, keys.output_stream, session_id), media_type="text/event-stream"
+        s.live.follow(keys.output_stream, session_id), media_type="text/event-stream"
     )
-
-
-async def _follow(
-    request: Request, s: Services, stream: str, session_id: str
-) -> AsyncIterator[bytes]:
-    last: Any = await s.aclient.xrevrange(stream, count=1)
-    after = last[0][0] if last else b"0-0"
-    yield b": following " + session_id.encode() + b"\n\n"
-    ours = session_id.encode()
-    while not await request.is_disconnected():
-        replies: Any = await s.aclient.xread({stream: after}, block=LIVE_BLOCK_MS, count=500)
-        for _stream, entries in replies or []:
-            for entry_id, fields in entries:
-                after = entry_id
-                if fields.get(b"session_id") == ours:
-                    kind = fields.get(b"kind", b"message")
-                    yield b"event: " + kind + b"\ndata: " + fields[b"data"] + b"\n\n"
-        if not replies:
-            yield b": idle\n\n"  # keeps proxies from closing a quiet stream
 
 
 def _ms(when: datetime | None) -> int | None:

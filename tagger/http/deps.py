@@ -1,7 +1,7 @@
 """What every route depends on: the shared services, and the caller's permission."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -10,6 +10,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from schemas.api import Problem
 from tagger.http.auth import COOKIE, Caller, Permission, Tokens, is_loopback
+from tagger.http.live import LiveHub
 from tagger.keys import Keys
 from tagger.settings import Settings
 
@@ -45,6 +46,10 @@ class Services:
     aclient: AsyncRedis
     tokens: Tokens
     partitions: list[Keys]
+    live: "LiveHub" = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.live = LiveHub(self.aclient)
 
 
 def services(request: Request) -> Services:
