@@ -14,6 +14,7 @@ import orjson
 
 from exporters.parquet import event_schema, row_of
 from exporters.paths import inside, make_dirs
+from exporters.records import record_time, top_label
 from exporters.timeline import timeline_html
 from schemas import SESSION_ID_PATTERN
 from tagger.errors import TaggerError
@@ -71,9 +72,7 @@ def _chronological(event: dict[str, Any]) -> tuple[int, datetime]:
 
 
 def _time_of(event: dict[str, Any]) -> datetime:
-    kind = event.get("kind", "message")
-    stamp = {"session.start": "start_time", "session.end": "end_time"}.get(kind, "timestamp")
-    return parse_time(event.get(stamp)) or datetime.min.replace(tzinfo=UTC)
+    return record_time(event) or datetime.min.replace(tzinfo=UTC)
 
 
 def summarize(session_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -86,9 +85,8 @@ def summarize(session_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     last = parse_time(end.get("end_time")) or max(times, default=None)
     labels: Counter[str] = Counter()
     for m in messages:
-        scores = m.get("classifier_output")
-        if isinstance(scores, dict) and scores:
-            labels[max(scores.items(), key=lambda kv: kv[1])[0]] += 1
+        if label := top_label(m.get("classifier_output")):
+            labels[label] += 1
     return {
         "session_id": session_id,
         "user_id": (messages or [start or end or {}])[0].get("user_id"),

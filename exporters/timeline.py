@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from tagger.times import parse_time
+from exporters.records import record_time, top_label
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -89,13 +89,8 @@ def _asset(name: str) -> str:
 
 def _row(index: int, e: dict[str, Any]) -> str:
     kind = e.get("kind", "message")
-    stamp = {"session.start": "start_time", "session.end": "end_time"}.get(kind, "timestamp")
-    moment = parse_time(e.get(stamp))
-    scores = e.get("classifier_output")
-    detail = ""
-    if isinstance(scores, dict) and scores:
-        detail = max(scores.items(), key=lambda kv: kv[1])[0]
-    detail = e.get("note") or e.get("close_reason") or detail
+    moment = record_time(e)
+    detail = e.get("note") or e.get("close_reason") or top_label(e.get("classifier_output"))
     if e.get("late"):
         detail = f"late {detail}".strip()
     cells = [

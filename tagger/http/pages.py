@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from exporters.records import record_time, top_label
 from exporters.timeline import ASSETS
 from schemas import SESSION_ID_PATTERN, USER_ID_PATTERN
 from schemas.api import SessionSummary
@@ -239,12 +240,8 @@ def _filters(form: dict[str, str]) -> Filters:
 
 def _row(index: int, e: dict[str, Any]) -> dict[str, Any]:
     kind = e.get("kind", "message")
-    stamp = {"session.start": "start_time", "session.end": "end_time"}.get(kind, "timestamp")
-    moment = parse_time(e.get(stamp))
-    scores = e.get("classifier_output")
-    label = (
-        max(scores.items(), key=lambda kv: kv[1])[0] if isinstance(scores, dict) and scores else ""
-    )
+    moment = record_time(e)
+    label = top_label(e.get("classifier_output"))
     return {"index": index, "kind": {"message": "event"}.get(kind, kind), "late": e.get("late"),
             "iso": iso(moment), "clock": when(moment), "modality": e.get("modality") or "",
             "source": e.get("source") or "", "performer": e.get("performer_id") or "",
