@@ -22,13 +22,20 @@ from schemas.api import (
     SessionSummary,
     StartSession,
     UserPage,
-    UserSummary,
 )
 from tagger.erase import erase_user
 from tagger.http.auth import Caller
 from tagger.http.deps import BODY_PROBLEMS, need, problems, services
-from tagger.http.sessions import ask, detail_of, events_of, known_session, log_path, note_out
-from tagger.query import Filters, active_sessions, find_sessions, list_users
+from tagger.http.sessions import (
+    ask,
+    detail_of,
+    events_of,
+    known_session,
+    log_path,
+    note_out,
+    users_of,
+)
+from tagger.query import Filters, find_sessions
 from tagger.times import epoch_ms
 
 router = APIRouter(prefix="/api/v1", tags=["api"], responses=problems(401, 403))
@@ -140,18 +147,7 @@ def session_note(request: Request, _: Writer, session_id: SessionIdPath, body: A
 @router.get("/users", response_model=UserPage)
 def users(request: Request, _: Reader, limit: Limit = 100, offset: Offset = 0) -> UserPage:
     """Users, most recently active first, each with their active session."""
-    s = services(request)
-    total, page = list_users(s.client, s.partitions, limit, offset)
-    active = active_sessions(s.client, s.partitions)
-    items = []
-    for user_id, latest_ms in page:
-        session = active.get(user_id)
-        summary = SessionSummary.from_registry(session) if session else None
-        last = max(latest_ms, session.get("last_event_ms", -1) if session else -1)
-        items.append(UserSummary.model_validate(
-            {"user_id": user_id, "active_session": summary, "last_activity": last}
-        ))  # fmt: skip
-    return UserPage(total=total, items=items)
+    return users_of(services(request), limit, offset)[0]
 
 
 @router.delete("/users/{user_id}")

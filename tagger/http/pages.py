@@ -21,8 +21,8 @@ from schemas.api import SessionSummary
 from tagger.erase import erase_user
 from tagger.http.auth import Caller
 from tagger.http.deps import authenticate, services
-from tagger.http.sessions import ask, detail_of, known_session, note_out
-from tagger.query import Filters, active_sessions, find_sessions, list_users, search_sessions
+from tagger.http.sessions import ask, detail_of, known_session, note_out, users_of
+from tagger.query import Filters, find_sessions, list_users, search_sessions
 from tagger.times import duration_text, epoch_ms, parse_time
 
 HERE = Path(__file__).parent
@@ -85,14 +85,7 @@ def static(name: str, _: Person) -> FileResponse:
 @router.get("/")
 def home(request: Request, caller: Person) -> Response:
     s = services(request)
-    total, page = list_users(s.client, s.partitions, 200, 0)
-    active = active_sessions(s.client, s.partitions)
-    users = []
-    for user_id, latest_ms in page:
-        session = active.get(user_id)
-        last = max(latest_ms, session.get("last_event_ms", -1) if session else -1)
-        summary = SessionSummary.from_registry(session) if session else None
-        users.append({"user_id": user_id, "last_activity": _time(last), "active_session": summary})
+    users, active_count = users_of(s, 200, 0)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     week = today - timedelta(days=today.weekday())
 
@@ -102,9 +95,9 @@ def home(request: Request, caller: Person) -> Response:
     counts = {
         "today": started_since(today),
         "week": started_since(week),
-        "active_count": len(active),
+        "active_count": active_count,
     }
-    return render(request, "home.html", caller, nav="home", users=users, total=total, **counts)
+    return render(request, "home.html", caller, nav="home", users=users.items, **counts)
 
 
 @router.get("/sessions")
@@ -247,10 +240,6 @@ def _row(index: int, e: dict[str, Any]) -> dict[str, Any]:
             "source": e.get("source") or "", "performer": e.get("performer_id") or "",
             "label": label if kind == "message" else e.get("note") or e.get("close_reason") or "",
             "seq": e.get("session_seq") or ""}  # fmt: skip
-
-
-def _time(ms: int) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms >= 0 else None
 
 
 def _matches(pattern: str, text: str) -> bool:

@@ -4,6 +4,7 @@ stream), look sessions up, and turn refusals into HTTP answers."""
 import threading
 import uuid
 from collections import OrderedDict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ from fastapi import HTTPException
 from exporters.bundle import read_events, summarize
 from exporters.paths import session_log_path
 from schemas import ControlReply
-from schemas.api import Note, SessionDetail, SessionSummary
+from schemas.api import Note, SessionDetail, SessionSummary, UserPage, UserSummary
 from tagger.control import NoReply, request
 from tagger.http.deps import Services
+from tagger.query import active_sessions, list_users
 from tagger.registry import get_session
 from tagger.rules.records import note_id
 from tagger.times import now_iso_ms
@@ -104,3 +106,24 @@ def events_of(s: Services, session: dict[str, Any]) -> list[dict[str, Any]]:
 
 def log_path(s: Services, session: dict[str, Any]) -> Path:
     return session_log_path(s.settings.data_dir, session["user_id"], session["session_id"])
+
+
+def users_of(s: Services, limit: int, offset: int) -> tuple[UserPage, int]:
+    """A page of users, latest activity first, each with their active session; and how
+    many sessions are active in all."""
+    total, page = list_users(s.client, s.partitions, limit, offset)
+    active = active_sessions(s.client, s.partitions)
+    items = []
+    for user_id, latest_ms in page:
+        session = active.get(user_id)
+        last_ms = max(latest_ms, session.get("last_event_ms", -1) if session else -1)
+        items.append(
+            UserSummary(
+                user_id=user_id,
+                active_session=SessionSummary.from_registry(session) if session else None,
+                last_activity=datetime.fromtimestamp(last_ms / 1000, tz=UTC)
+                if last_ms >= 0
+                else None,
+            )
+        )
+    return UserPage(total=total, items=items), len(active)
