@@ -16,7 +16,7 @@ from redis import Redis
 from exporters.bundle import read_events
 from exporters.paths import session_log_path
 from tagger.keys import Keys
-from tagger.registry import _add_live_figures, _counter_names, _decode, user_partition
+from tagger.registry import hydrate, user_partition
 from tagger.rules.state import decode_state
 
 SCAN_CHUNK = 500
@@ -69,7 +69,7 @@ def find_sessions(
             key=lambda t: t[0], reverse=True,
         )  # fmt: skip
         page = ranked[offset : offset + limit]
-        return total, [s for s in _hydrate(client, [(k, sid) for _, sid, k in page]) if s]
+        return total, [s for s in hydrate(client, [(k, sid) for _, sid, k in page]) if s]
     if f.status is not None and f.training is None and f.close_reason is None and not f.scan:
         return _by_status(client, indexes, f, low, high, limit, offset)
     matches: list[dict[str, Any]] = []
@@ -77,7 +77,7 @@ def find_sessions(
         start, ids = 0, _ids(client.zrevrangebyscore(index, high, low, start=0, num=SCAN_CHUNK))
         while ids:
             start += len(ids)
-            matches += [s for s in _hydrate(client, [(keys, sid) for sid in ids]) if f.accepts(s)]
+            matches += [s for s in hydrate(client, [(keys, sid) for sid in ids]) if f.accepts(s)]
             ids = _ids(client.zrevrangebyscore(index, high, low, start=start, num=SCAN_CHUNK))
     matches.sort(key=lambda s: s["start_ms"], reverse=True)
     return len(matches), matches[offset : offset + limit]
@@ -124,7 +124,7 @@ def _by_status(
                     mine += 1
     ranked.sort(key=lambda t: t[0], reverse=True)
     page = ranked[offset : offset + limit]
-    found_page = _hydrate(client, [(k, sid) for _, sid, k in page])
+    found_page = hydrate(client, [(k, sid) for _, sid, k in page])
     # One that changed status between the two reads is left out of this page, not shown wrong.
     return total, [x for x in found_page if x["status"] == f.status]
 
@@ -160,25 +160,6 @@ def search_sessions(
     return len(matches), matches[offset : offset + limit]
 
 
-def _hydrate(client: Redis, ids: Sequence[tuple[Keys, bytes]]) -> list[dict[str, Any]]:
-    """The registry entries of these sessions, with live figures for the active ones."""
-    pipe = client.pipeline(transaction=False)
-    for keys, sid in ids:
-        pipe.hgetall(keys.session(sid.decode()))
-    sessions = [
-        (keys, _decode(raw)) for (keys, _), raw in zip(ids, pipe.execute(), strict=True) if raw
-    ]
-    active = [(keys, s) for keys, s in sessions if s["status"] == "active"]
-    for keys, s in active:
-        pipe.hget(keys.active, s["user_id"])
-    states = pipe.execute()
-    for (keys, s), packed in zip(active, states, strict=True):
-        if not _add_live_figures(s, packed, _counter_names(client, keys, [packed])):
-            raw: Any = client.hgetall(keys.session(s["session_id"]))
-            s |= _decode(raw)  # it closed meanwhile: the hash holds its figures now
-    return [s for _, s in sessions]
-
-
 def active_sessions(client: Redis, partitions: Sequence[Keys]) -> dict[str, dict[str, Any]]:
     """user id -> their active session (with live figures)."""
     found: list[tuple[Keys, bytes]] = []
@@ -188,7 +169,7 @@ def active_sessions(client: Redis, partitions: Sequence[Keys]) -> dict[str, dict
             sid = _active_sid(packed)
             if sid:
                 found.append((keys, sid.encode()))
-    return {s["user_id"]: s for s in _hydrate(client, found) if s["status"] == "active"}
+    return {s["user_id"]: s for s in hydrate(client, found) if s["status"] == "active"}
 
 
 def _active_sid(packed: bytes) -> str | None:

@@ -102,25 +102,7 @@ def _list_one(
         if not ids:
             break
         start += len(ids)
-        pipe = client.pipeline(transaction=False)
-        for sid in ids:
-            pipe.hgetall(keys.session(sid.decode()))
-        sessions = [_decode(raw) for raw in pipe.execute() if raw]
-        active = [s for s in sessions if s["status"] == "active"]
-        for s in active:
-            pipe.hget(keys.active, s["user_id"])
-        states = pipe.execute()
-        names = _counter_names(client, keys, states)
-        closed_meanwhile = [
-            session
-            for session, packed in zip(active, states, strict=True)
-            if not _add_live_figures(session, packed, names)
-        ]
-        for session in closed_meanwhile:  # the hash holds its figures now
-            pipe.hgetall(keys.session(session["session_id"]))
-        for session, raw in zip(closed_meanwhile, pipe.execute(), strict=True):
-            session |= _decode(raw)
-        for session in sessions:
+        for session in hydrate(client, [(keys, sid) for sid in ids]):
             if status and session["status"] != status:
                 continue
             if skipped < offset:
@@ -128,6 +110,37 @@ def _list_one(
             elif len(found) < limit:
                 found.append(session)
     return found
+
+
+def hydrate(client: Redis, ids: Sequence[tuple[Keys, bytes]]) -> list[dict[str, Any]]:
+    """The registry entries of these sessions (unknown ones left out), in their order, with
+    live figures for the active ones: three round trips, plus one per partition for the
+    counter names."""
+    pipe = client.pipeline(transaction=False)
+    for keys, sid in ids:
+        pipe.hgetall(keys.session(sid.decode()))
+    sessions = [
+        (keys, _decode(raw)) for (keys, _), raw in zip(ids, pipe.execute(), strict=True) if raw
+    ]
+    active = [(keys, s) for keys, s in sessions if s["status"] == "active"]
+    for keys, s in active:
+        pipe.hget(keys.active, s["user_id"])
+    states = list(zip(active, pipe.execute(), strict=True))
+    names = {
+        keys.partition: _counter_names(
+            client, keys, [packed for (k, _), packed in states if k.partition == keys.partition]
+        )
+        for keys in {k.partition: k for k, _ in active}.values()
+    }
+    closed_meanwhile = [
+        (keys, s) for (keys, s), packed in states
+        if not _add_live_figures(s, packed, names[keys.partition])
+    ]  # fmt: skip
+    for keys, s in closed_meanwhile:  # the hash holds its figures now
+        pipe.hgetall(keys.session(s["session_id"]))
+    for (_, s), raw in zip(closed_meanwhile, pipe.execute(), strict=True):
+        s |= _decode(raw)
+    return [s for _, s in sessions]
 
 
 def _counter_names(client: Redis, keys: Keys, states: Sequence[bytes | None]) -> CounterNames:
