@@ -4,6 +4,7 @@ Pages work without JavaScript (forms post, the server redirects back); a little 
 adds the timeline, live updates and local times. Every page needs a login; a page asked
 for without one sends people to /login and back."""
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -243,6 +244,4 @@ def _row(index: int, e: dict[str, Any]) -> dict[str, Any]:
 
 
 def _matches(pattern: str, text: str) -> bool:
-    import re
-
     return re.fullmatch(pattern, text) is not None
