@@ -164,6 +164,7 @@ async def _readiness(
             tagging=tagging,
             sink_names=sink_names,
             max_sink_lag=settings.ready_max_sink_lag,
+            max_input_lag=settings.ready_max_input_lag,
         )
     finally:
         await client.aclose()

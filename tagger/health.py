@@ -61,12 +61,14 @@ async def readiness(
     tagging: bool,
     sink_names: Sequence[str],
     max_sink_lag: int,
+    max_input_lag: int,
 ) -> list[Check]:
     """Every check, passed or not; the server check alone when the server does not answer
     (within READY_TIMEOUT_S: a partition drops packets, and a probe must not hang on it)."""
     try:
         return await asyncio.wait_for(
-            _checks(client, partitions, tagging, sink_names, max_sink_lag), READY_TIMEOUT_S
+            _checks(client, partitions, tagging, sink_names, max_sink_lag, max_input_lag),
+            READY_TIMEOUT_S,
         )
     except TimeoutError:
         detail = (
@@ -82,6 +84,7 @@ async def _checks(
     tagging: bool,
     sink_names: Sequence[str],
     max_sink_lag: int,
+    max_input_lag: int,
 ) -> list[Check]:
     try:
         await client.ping()
@@ -89,6 +92,7 @@ async def _checks(
         return [Check("server", False, f"{exc}; {server_advice(exc)}")]
     checks = [Check("server", True, "answers PING")]
     sink_groups = {partitions[0].sink_group(s): s for s in sink_names}
+    input_streams = {keys.input_stream for keys in partitions} if tagging else set()
     for stream, group in consumer_groups(partitions, tagging, sink_names):
         try:
             undelivered, pending = await group_backlog(client, stream, group)
@@ -96,6 +100,18 @@ async def _checks(
             checks.append(Check(f"group {group} on {stream}", False, str(exc)))
             continue
         checks.append(Check(f"group {group} on {stream}", True, "exists"))
+        if stream in input_streams:
+            # Overload shows here first: a producer faster than the taggers grows this
+            # backlog while every sink keeps up with what was tagged.
+            waiting = undelivered + pending
+            detail = f"{waiting} input entries not yet tagged (limit {max_input_lag})"
+            if waiting > max_input_lag:
+                detail += (
+                    "; the taggers are behind: check their logs and the server's load, or "
+                    "add workers (docs/operators.md, Scaling)"
+                )
+            name = "input" + (f" {stream}" if len(partitions) > 1 else "")
+            checks.append(Check(name, waiting <= max_input_lag, detail))
         if group in sink_groups:
             lag = undelivered + pending
             detail = f"{lag} tagged entries not yet stored (limit {max_sink_lag})"

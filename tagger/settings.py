@@ -130,6 +130,11 @@ class Settings(BaseSettings):
         ge=0,
         description="/ready fails while a file sink is more tagged entries than this behind.",
     )
+    ready_max_input_lag: int = Field(
+        50_000,
+        ge=0,
+        description="/ready fails while more input entries than this wait to be tagged.",
+    )
     http_host: str = Field(
         "127.0.0.1",
         description="Address `tagger serve` listens on; beyond loopback it needs a token "

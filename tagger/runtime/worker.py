@@ -223,6 +223,7 @@ class Worker:
             tagging=self.tagging,
             sink_names=self.metrics.sink_names,
             max_sink_lag=self.settings.ready_max_sink_lag,
+            max_input_lag=self.settings.ready_max_input_lag,
         )
         if self.path.refusing_writes is not None:
             checks.append(Check("writes", False, self.path.refusing_writes))
