@@ -8,6 +8,7 @@ pipeline and acks: no parsing, validation or tagging. The floor loop writes what
 tagger with this output must write, and nothing more (see FLOOR_LUA). Ratios are within
 one run. Where the server runs on this machine, each contender's server CPU per event
 (its main thread, which runs every command) is given too: the floor's bounds every tagger.
+`tagger_worker_us_per_event`: the tagger's own CPU per event (this process, all threads).
 """
 
 import argparse
@@ -150,11 +151,13 @@ def main() -> None:
                 # touch the input and its copy on a cluster too.
                 stream = f"bench:{{{uuid.uuid4().hex[:8]}}}"
                 load(client, stream, payloads)
-                cpu_before = server_cpu_s(client)
+                cpu_before, own_before = server_cpu_s(client), time.process_time()
                 seconds = run(client, stream) if run else tagger_burst(url, stream)
-                cpu_after = server_cpu_s(client)
+                cpu_after, own_s = server_cpu_s(client), time.process_time() - own_before
                 rates[name] = args.events / seconds
                 line[f"{name}_msg_s"] = round(rates[name])
+                if not run:  # the worker runs in this process: its CPU, every thread
+                    line["tagger_worker_us_per_event"] = round(own_s / args.events * 1e6, 1)
                 if cpu_before is not None and cpu_after is not None:
                     server_us[name] = (cpu_after - cpu_before) / args.events * 1e6
                 for key in client.scan_iter(f"{stream}*"):

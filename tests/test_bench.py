@@ -51,3 +51,9 @@ def test_instructions_bench_counts_the_server_work_per_event() -> None:
     (floor,) = bench("bench.instructions", "--events", "300", "--users", "20", "--floor")
     assert floor["tagged"] == 300
     assert 1000 < floor["server_instructions_per_event"] < line["server_instructions_per_event"]
+
+
+def test_worker_cpu_bench_prints_each_stage() -> None:
+    (line,) = bench("bench.worker_cpu", "--events", "2000", "--users", "20", "--repeat", "1")
+    assert set(line["us_per_event"]) == {"check", "rules", "commit", "pack"}
+    assert line["us_per_event_total"] > 0
