@@ -10,10 +10,10 @@ import orjson
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import ValidationError
 
-from schemas import A3CPMessage
+from tagger.intake_spine import spine_of
 from tagger.intake_upstream import FIX as _FIX
 from tagger.intake_upstream import upstream_problem
-from tagger.times import epoch_ms, iso_ms
+from tagger.times import iso_ms
 
 MAX_ENTRY_BYTES = 512 * 1024  # A3CP: a log line may be at most 512 KiB
 # Cheap byte probes (on the lower-cased bytes: URL schemes ignore case); only an entry
@@ -148,45 +148,32 @@ def check_entry(
             raw,
         )
     try:
-        spine = A3CPMessage.model_validate(event)
+        user_id, record_id, ts_ms, modality, source = spine_of(event)
     except ValidationError as exc:
         return _invalid(entry_id, raw, exc)
     if ("capture_id" in event or "annotation" in event or "raw_features_ref" in event) and (
         problem := upstream_problem(event)
     ) is not None:
         return Rejected(entry_id, *problem, raw)
-    ts_ms = epoch_ms(spine.timestamp)
     try:  # the server's clock at arrival: the milliseconds of the id `<ms>-<seq>`
         arrived_ms = int(entry_id.partition(b"-")[0])
     except (TypeError, ValueError):
         arrived_ms = 0
     if ts_ms - arrived_ms > max_clock_skew_s * 1000 and arrived_ms >= _ARRIVAL_FLOOR_MS:
-        return _clock_ahead(entry_id, raw, spine, ts_ms, arrived_ms, max_clock_skew_s)
+        return _clock_ahead(entry_id, raw, source, ts_ms, arrived_ms, max_clock_skew_s)
 
     upstream = event.pop("session_id", None)
     if upstream is None:
         head = raw.rstrip()[:-1]  # keep the publisher's bytes exactly
     else:
         head = orjson.dumps(event)[:-1]
-    record_id = event["record_id"]  # a string: the validator refuses anything else
-    if len(record_id) != 36 or not record_id.islower():
-        record_id = str(spine.record_id)  # the canonical form is the one deduplicated
-    return Accepted(
-        entry_id=entry_id,
-        user_id=spine.user_id,
-        record_id=record_id,
-        ts_ms=ts_ms,
-        head=head,
-        upstream_session_id=upstream or "",
-        modality=spine.modality or "",
-        source=spine.source or "",
-    )
+    return Accepted(entry_id, user_id, record_id, ts_ms, head, upstream or "", modality, source)
 
 
 def _clock_ahead(
-    entry_id: bytes, raw: bytes, spine: A3CPMessage, ts_ms: int, arrived_ms: int, skew_s: int
+    entry_id: bytes, raw: bytes, source: str, ts_ms: int, arrived_ms: int, skew_s: int
 ) -> Rejected:
-    device = f"the device behind source {spine.source!r}" if spine.source else "the device"
+    device = f"the device behind source {source!r}" if source else "the device"
     detail = (
         f"timestamp {iso_ms(ts_ms)} is {(ts_ms - arrived_ms) / 1000:.0f} s ahead of the "
         f"server's clock at arrival ({iso_ms(arrived_ms)}), more than "
