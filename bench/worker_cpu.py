@@ -8,7 +8,7 @@ than wall time), over the whole backlog in batches, the best of `--repeat` runs:
 - check: the intake check of a batch (`Checked`, what runs in a thread);
 - rules: the session rules of a checked batch (`tag`) and the owner's memory after it;
 - commit: the commit's commands (`build_commit`) and its script arguments (`Commit.args`);
-- pack: redis-py packing those arguments into the RESP bytes it sends.
+- pack: redis-py's asyncio connection packing them into the bytes it sends.
 One JSON line: µs per event of each stage and in all. The session history a real owner
 reads from the registry is kept here in memory, from what each batch opened.
 """
@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.connection import Connection
+from redis.asyncio.connection import Connection
 
+import tagger.connect  # noqa: F401  (the worker's packing of commands, see there)
 from bench.throughput import backlog
 from tagger.keys import Keys
 from tagger.rules import CounterNames, Limits, SessionState, Span, needs_history, tag

@@ -1,12 +1,39 @@
-"""The clients: a write on a connection closed under it is a ConnectionError."""
+"""The clients: a write on a connection closed under it is a ConnectionError; commands
+are packed to the bytes redis-py packs them to."""
 
 import asyncio
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError
 
-from tagger.connect import node_url
+from tagger.connect import REDIS_PY_PACK, node_url
+
+plain = st.binary(max_size=40) | st.text(max_size=40) | st.integers()
+other = st.floats(allow_nan=False) | st.booleans() | st.binary(max_size=8).map(memoryview)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    name=st.sampled_from(["EVALSHA", "XINFO GROUPS", b"XADD", b"CLIENT SETNAME"]),
+    args=st.lists(plain, max_size=20) | st.lists(plain | other, max_size=6),
+)
+def test_commands_are_packed_as_redis_py_packs_them(name: str | bytes, args: list[Any]) -> None:
+    connection = Connection()
+    try:
+        expected: Any = b"".join(REDIS_PY_PACK(connection, name, *args))
+    except DataError as exc:  # (a bool): refused the same way
+        expected = type(exc)
+    try:
+        packed: Any = b"".join(connection.pack_command(name, *args))
+    except DataError as exc:
+        packed = type(exc)
+    assert packed == expected
 
 
 def test_a_write_on_a_connection_closed_meanwhile_is_a_connection_error(server_url: str) -> None:
