@@ -30,7 +30,7 @@ class Counts:
             self.dead_by_reason[reason] = self.dead_by_reason.get(reason, 0) + n
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen one cost 3x to build (0.7 µs), once an event
 class Record:
     """One entry of the output stream: the JSON, and the fields beside it."""
 

@@ -104,11 +104,12 @@ class _Batch:
         return s
 
     def count(self, s: SessionState, e: Accepted, late: bool) -> None:
-        counts, numbers = s.counts, self.numbers
-        key = (e.modality, e.source, late)
-        found = numbers.get(key)
+        counts = s.counts
+        found = self.numbers.get((e.modality, e.source, late))
         if found is None:  # the names of a few modalities and sources, once per batch
-            found = numbers[key] = [self.names.number(name) for name in counter_names(e, late)]
+            found = self.numbers[(e.modality, e.source, late)] = [
+                self.names.number(name) for name in counter_names(e, late)
+            ]
         for n in found:
             counts[n] = counts.get(n, 0) + 1
 
@@ -184,18 +185,25 @@ def tag(
     b = _Batch(states, {u: [dataclasses.replace(s) for s in h] for u, h in history.items()},
                names, limits, now_ms)  # fmt: skip
     out, counts, seen = b.out, b.out.counts, set(known)
+    touched, timeout_ms, max_session_ms = out.states, limits.timeout_ms, limits.max_session_ms
+    # Bound once: this loop runs once per event, and is most of the rules' cost.
+    ack, fresh, publish = out.acked.append, out.fresh.append, out.records.append
+    tagged = mismatched = 0
     for e in events:
-        out.acked.append(e.entry_id)
-        if e.record_id in seen:
+        ack(e.entry_id)
+        record_id = e.record_id
+        if record_id in seen:
             counts.duplicates += 1
             continue
-        seen.add(e.record_id)
-        out.fresh.append(e.record_id)
+        seen.add(record_id)
+        fresh(record_id)
         user, ts = e.user_id, e.ts_ms
-        s = b.state(user)
-        spans = b.history.get(user)
-        latest_start = s.start_ms if s else (spans[0].start_ms if spans else None)
-        late = latest_start is not None and ts < latest_start
+        s = touched[user] if user in touched else b.state(user)
+        if s is not None:
+            late = ts < s.start_ms
+        else:
+            spans = b.history.get(user)
+            late = ts < spans[0].start_ms if spans else False
         if late:
             counts.late += 1
             target = b.late_target(user, ts, s)
@@ -207,10 +215,8 @@ def tag(
             else:
                 sid, seq = target.sid, b.join_closed(target, e)
         else:
-            if s is not None and (
-                ts - s.last_ms > limits.timeout_ms or ts - s.start_ms >= limits.max_session_ms
-            ):
-                reason = "timeout" if ts - s.last_ms > limits.timeout_ms else "max_duration"
+            if s is not None and (ts - s.last_ms > timeout_ms or ts - s.start_ms >= max_session_ms):
+                reason = "timeout" if ts - s.last_ms > timeout_ms else "max_duration"
                 # A later event may be late for this session: its span must be known.
                 assert user in b.history, f"needs_history did not name {user}"
                 b.close(user, s, reason, "system", s.last_ms if s.seq > 0 else s.start_ms)
@@ -218,21 +224,28 @@ def tag(
                 counts.closed_max_duration += reason == "max_duration"
                 s = None
             if s is None:
-                s = b.open(user, new_sid(user, e.record_id), ts, "system", {})
-            s.last_ms = max(s.last_ms, ts)
-            s.first_ms = ts if s.first_ms < 0 else min(s.first_ms, ts)
+                s = b.open(user, new_sid(user, record_id), ts, "system", {})
+            if ts > s.last_ms:
+                s.last_ms = ts
+            if s.first_ms < 0 or ts < s.first_ms:
+                s.first_ms = ts
             s.seq += 1
             b.count(s, e, late=False)
             sid, seq = s.sid, s.seq
-        mismatch = e.upstream_session_id if e.upstream_session_id not in ("", sid) else ""
-        counts.upstream_mismatch += bool(mismatch)
-        out.records.append(tagged_record(e, sid, seq, late, mismatch))
-        counts.tagged += 1
+        mismatch = e.upstream_session_id
+        if mismatch and mismatch != sid:
+            mismatched += 1
+        else:
+            mismatch = ""
+        publish(tagged_record(e, sid, seq, late, mismatch))
+        tagged += 1
+    counts.tagged += tagged
+    counts.upstream_mismatch += mismatched
     # Every user of the batch with an active session gets a new deadline (as before: late
     # events and duplicates too keep a session from being swept as idle).
-    for user in dict.fromkeys(e.user_id for e in events):
+    for user in dict.fromkeys([e.user_id for e in events]):
         if (s := b.state(user)) is not None:
-            s.deadline_ms = now_ms + limits.timeout_ms
+            s.deadline_ms = now_ms + timeout_ms
     return out
 
 
