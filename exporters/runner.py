@@ -12,7 +12,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from exporters.replicas import ReplicaGate, ReplicasBehind
-from tagger.errors import RETRY_DELAYS_S, TRANSIENT_ERRORS, TaggerError
+from tagger.connect import back_off
+from tagger.errors import (
+    RETRY_DELAYS_S,
+    TRANSIENT_ERRORS,
+    RoleChanged,
+    TaggerError,
+    transient_advice,
+)
 from tagger.keys import Keys
 from tagger.settings import Settings
 
@@ -104,10 +111,10 @@ class SinkRunner:
                 log.warning(
                     "%s sink: %s; retrying in %.1f s",
                     self.sink.name,
-                    exc if isinstance(exc, ReplicasBehind) else f"server unreachable ({exc})",
+                    exc if isinstance(exc, ReplicasBehind) else transient_advice(exc),
                     delay_s,
                 )
-                await asyncio.sleep(delay_s)
+                await back_off(self.client, exc, delay_s)
 
     async def _run_connected(self, stop: asyncio.Event) -> None:
         await create_group(self.client, self.keys.output_stream, self.group)
@@ -137,13 +144,18 @@ class SinkRunner:
             self._leader = False
 
     async def _step(self) -> None:
-        reply: Any = await self.client.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.keys.output_stream: ">"},
-            count=self.batch_size,
-            block=self.block_ms,
-        )
+        try:
+            reply: Any = await self.client.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.keys.output_stream: ">"},
+                count=self.batch_size,
+                block=self.block_ms,
+            )
+        except ResponseError as exc:
+            if RoleChanged.raised_by(exc):  # turned replica under the read: wait it out
+                raise RoleChanged(str(exc)) from exc
+            raise
         if reply:
             await self._replicas.confirm(reply[0][1][-1][0])
             done = await asyncio.to_thread(self.sink.add, reply[0][1], False)

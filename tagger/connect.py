@@ -3,6 +3,7 @@
 A cluster URL is `redis+cluster://host:port` (or `rediss+cluster://`): any one node;
 the client discovers the others and follows MOVED/ASK redirections itself."""
 
+import asyncio
 import socket
 from typing import Any, cast
 
@@ -19,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from tagger.errors import REFUSING_WRITES, SERVER_ERRORS
 from tagger.settings import is_cluster
 
 
@@ -151,3 +153,31 @@ def make_broker(url: str, block_ms: int = 0, **options: Any) -> RedisBroker:
         options.pop("health_check_interval")
         return RedisClusterBroker(node_url(url), **options)
     return RedisBroker(url, **options)
+
+
+PROBE_INTERVAL_S = 0.25
+
+
+async def back_off(
+    client: AsyncRedis, exc: Exception, seconds: float, stopping: asyncio.Event | None = None
+) -> None:
+    """Wait `seconds` before retrying after `exc`. When the server was unreachable (down,
+    restarting, cut off), wake as soon as it answers PING again, so that a long backoff
+    step does not outlast the outage; a server that refuses writes (out of memory, a
+    replica) answers PING all along, so then the whole pause is waited."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    probing = not isinstance(exc, REFUSING_WRITES)
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        if stopping is not None and stopping.is_set():
+            return
+        step = min(left, PROBE_INTERVAL_S)
+        if not probing:
+            await asyncio.sleep(step)
+            continue
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(client.ping(), timeout=step)
+            return
+        except (TimeoutError, *SERVER_ERRORS):
+            pass
+        await asyncio.sleep(max(0.0, started + step - asyncio.get_running_loop().time()))

@@ -20,6 +20,15 @@ class WorkerFailed(TaggerError):
     acking what it did not store."""
 
 
+class RoleChanged(redis_errors.ReadOnlyError):
+    """A blocked read was cut short because the server stopped being a primary (it
+    answers "UNBLOCKED ... (master -> replica?)"): read-only, for now."""
+
+    @staticmethod
+    def raised_by(exc: redis_errors.ResponseError) -> bool:
+        return str(exc).startswith("UNBLOCKED")
+
+
 # What a lost or restarting server raises (BusyLoadingError is a ConnectionError): worth
 # retrying, with these pauses, rather than failing the service.
 # A lost server, and a cluster in the middle of a failover (no primary for a slot yet, a

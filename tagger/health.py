@@ -70,6 +70,8 @@ async def readiness(
             _checks(client, partitions, tagging, sink_names, max_sink_lag, max_input_lag),
             READY_TIMEOUT_S,
         )
+    except SERVER_ERRORS as exc:  # it went away between the checks' commands
+        return [Check("server", False, f"{exc}; {server_advice(exc)}")]
     except TimeoutError:
         detail = (
             f"no answer within {READY_TIMEOUT_S:.0f} s: the server is down, overloaded or "

@@ -47,13 +47,17 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 class Namespace:
-    def __init__(self) -> None:
+    def __init__(self, existing: str | None = None) -> None:
+        """A new namespace; or, given its name, one made before (by a parent process)."""
+        self.partitioned = False
+        if existing is not None:
+            self.name = existing
+            return
         self.name = f"tagger{uuid.uuid4().hex[:8]}"
         _run(["ip", "netns", "add", self.name]).check_returncode()
         self.sh("ip", "link", "set", "lo", "up")
         self.sh("ip", "link", "add", "ifb0", "type", "ifb")  # left down: a black hole
         self.sh("tc", "qdisc", "add", "dev", "lo", "ingress")
-        self.partitioned = False
 
     def cmd(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *args]
@@ -67,10 +71,10 @@ class Namespace:
     def popen(self, args: list[str], **options: Any) -> "subprocess.Popen[bytes]":
         return subprocess.Popen(self.cmd(*args), **options)
 
-    def partition(self, port: int) -> None:
-        """Drop every packet to 127.0.0.2:port, silently."""
+    def partition(self, port: int, address: str = "127.0.0.2") -> None:
+        """Drop every packet to address:port, silently."""
         self.sh("tc", "filter", "add", "dev", "lo", "parent", "ffff:", "protocol", "ip",
-                "u32", "match", "ip", "dst", "127.0.0.2/32", "match", "ip", "dport", str(port),
+                "u32", "match", "ip", "dst", f"{address}/32", "match", "ip", "dport", str(port),
                 "0xffff", "action", "mirred", "egress", "redirect", "dev", "ifb0")  # fmt: skip
         self.partitioned = True
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tagger.connect import back_off
 from tagger.control import handle_request
 from tagger.errors import REFUSING_WRITES, RETRY_DELAYS_S, TRANSIENT_ERRORS, transient_advice
 from tagger.metrics import Metrics
@@ -118,7 +119,7 @@ class TagPath:
                 if isinstance(exc, REFUSING_WRITES):
                     self.refusing_writes = transient_advice(exc)
                 owner.needs_recovery = True
-                await pause(self.stopping, delay_s)
+                await back_off(owner.client, exc, delay_s, self.stopping)
             except Exception as exc:
                 log.exception(
                     "partition %d: batch failed (%r); recovering", owner.keys.partition, exc

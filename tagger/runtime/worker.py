@@ -26,11 +26,13 @@ from exporters.runner import SinkRunner, create_group
 from tagger.connect import make_broker
 from tagger.endpoint import Endpoint, Response
 from tagger.errors import (
+    REFUSING_WRITES,
     RETRY_DELAYS_S,
     SERVER_ERRORS,
     TRANSIENT_ERRORS,
     GroupMissing,
     WorkerFailed,
+    transient_advice,
 )
 from tagger.health import Check, consumer_groups, group_backlog, readiness
 from tagger.keys import Keys, workers_key
@@ -283,7 +285,8 @@ class Worker:
             if self._stopping.is_set():
                 break
             try:
-                await self._balance()
+                await self._balance()  # writes the heartbeat: the server takes writes
+                self.path.refusing_writes = None
                 for owner in self._owners:
                     if owner.epoch is not None and owner.needs_recovery:
                         # No new entry may come to start it (a producer waiting on us):
@@ -297,7 +300,10 @@ class Worker:
             except Fenced as exc:
                 log.warning("%s", exc)
             except TRANSIENT_ERRORS as exc:
-                log.warning("housekeeping failed (%s); will retry", exc)
+                # Idle, a worker learns here that the server refuses writes: /ready says so.
+                if isinstance(exc, REFUSING_WRITES):
+                    self.path.refusing_writes = transient_advice(exc)
+                log.warning("housekeeping failed (%s); will retry", transient_advice(exc))
         client = await self.broker.connect()
         with contextlib.suppress(*TRANSIENT_ERRORS):
             for role, active in self._roles():
