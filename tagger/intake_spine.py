@@ -57,21 +57,28 @@ def usual_spine(event: dict[str, Any]) -> Spine | None:
     modality, source = get("modality"), get("source")
     if modality is not None and (type(modality) is not str or modality not in _MODALITIES):
         return None
-    if not (_safe_id(source) and _safe_id(get("session_id")) and _safe_id(get("performer_id"))):
-        return None
+    for safe_id in (source, get("session_id"), get("performer_id")):
+        # isprintable() refuses every control character the model's SafeId refuses, and more.
+        if safe_id is not None and not (
+            type(safe_id) is str and 0 < len(safe_id) <= 128 and safe_id.isprintable()
+        ):
+            return None
     scores = get("classifier_output")
-    if scores is not None and not (
-        type(scores) is dict
-        and "unknown" in scores
-        and all((type(v) is float or type(v) is int) and 0.0 <= v <= 1.0 for v in scores.values())
-    ):
-        return None
+    if scores is not None:
+        if type(scores) is not dict or "unknown" not in scores:
+            return None
+        for score in scores.values():
+            if not ((type(score) is float or type(score) is int) and 0.0 <= score <= 1.0):
+                return None
     context = get("context")
     if context is not None and type(context) is not dict:
         return None
     try:
         moment = datetime.fromisoformat(stamp)
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        elif moment.tzinfo is not UTC:  # ("Z" and "+00:00" give UTC itself)
+            moment = moment.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
     return user_id, record_id, epoch_ms(moment), modality or "", source or ""
@@ -90,8 +97,3 @@ def model_spine(event: dict[str, Any]) -> Spine:
         spine.modality or "",
         spine.source or "",
     )
-
-
-def _safe_id(value: Any) -> bool:
-    # isprintable() refuses every control character the model's SafeId refuses, and more.
-    return value is None or (type(value) is str and 0 < len(value) <= 128 and value.isprintable())
