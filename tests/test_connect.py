@@ -56,3 +56,29 @@ def test_a_write_on_a_connection_closed_meanwhile_is_a_connection_error(server_u
             await client.aclose()
 
     asyncio.run(write_after_a_disconnect())
+
+
+def test_a_backoff_pause_ends_when_the_server_answers_again(server_url: str) -> None:
+    """After "unreachable", a pause ends at the first PING answered (a restart costs no
+    more than it lasts); after "refusing writes", whose server answers PING all along, it
+    lasts its length. Unreachable on a port nobody listens on: the whole pause."""
+    from redis.exceptions import OutOfMemoryError
+
+    from tagger.connect import async_client, back_off
+    from tests.conftest import free_port
+
+    async def paused(url: str, exc: Exception, seconds: float) -> float:
+        client: Any = async_client(url)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await back_off(client, exc, seconds)
+        finally:
+            await client.aclose()
+        return loop.time() - started
+
+    lost = RedisConnectionError("Connection reset by peer")
+    assert asyncio.run(paused(server_url, lost, 30.0)) < 10  # answered at once
+    assert asyncio.run(paused(server_url, OutOfMemoryError("OOM"), 0.6)) >= 0.6
+    nobody = f"redis://127.0.0.1:{free_port()}"
+    assert asyncio.run(paused(nobody, lost, 0.6)) >= 0.6

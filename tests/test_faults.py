@@ -44,6 +44,7 @@ def test_harness_loses_doubles_and_reorders_nothing_through_every_fault() -> Non
         assert report["dead_lettered"].get(reason, 0) > 0, report["dead_lettered"]
     assert report["bad_entries_with_another_reason"] == 0
     assert report["torn_jsonl_files"] == 0
+    assert report["ready_errors"] == 0  # /ready answered 200 or its own 503, never a 500
     if "second_writer" in expected:  # its lines all there, whole
         assert report["foreign_lines"]["written"] > 0
         assert report["foreign_lines"]["lost_or_cut"] == 0

@@ -92,3 +92,81 @@ def test_tagging_pauses_while_writes_are_refused_and_resumes(
     finally:
         worker.terminate()
         assert worker.wait(timeout=60) == 0, log.read_text()
+
+
+def jsonl_records(settings: Settings) -> list[str]:
+    return [
+        orjson.loads(line)["event"]["record_id"]
+        for log in (settings.data_dir / "logs").rglob("*.jsonl")
+        for line in log.read_bytes().splitlines()
+        if orjson.loads(line)["event"].get("kind", "message") == "message"
+    ]
+
+
+def test_sinks_ride_out_the_server_turning_replica_under_their_blocked_read(
+    own_server: tuple[str, Redis], tmp_path: Path
+) -> None:
+    """A primary that becomes a replica cuts every blocked XREADGROUP short ("UNBLOCKED
+    ... master -> replica?"); idle file sinks sit in one. They wait it out as read-only,
+    and store what comes once the server is primary again."""
+    url, client = own_server
+    settings = Settings(redis_url=url, data_dir=tmp_path / "data", metrics_port=free_port())
+    log = tmp_path / "worker.log"
+    with log.open("wb") as stderr:
+        worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=stderr)
+    try:
+        now = int(time.time() * 1000)
+        publish(client, settings, [event("ida01", now)])
+        wait_for(lambda: len(jsonl_records(settings)) == 1)  # stored: the sinks idle, blocked
+        time.sleep(0.5)
+        client.replicaof("127.0.0.1", str(free_port()))
+        time.sleep(2)
+        client.replicaof("NO", "ONE")
+        publish(client, settings, [event("ida01", now + 1)])
+        wait_for(lambda: len(jsonl_records(settings)) == 2)
+        assert worker.poll() is None, log.read_text()
+        assert "background task" not in log.read_text()
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=60) == 0, log.read_text()
+
+
+@pytest.mark.parametrize("fault", ["out_of_memory", "read_only"])
+def test_an_idle_worker_says_the_server_refuses_writes(
+    own_server: tuple[str, Redis], tmp_path: Path, fault: str
+) -> None:
+    """With nothing to tag there is no commit to be refused: the heartbeat's write is,
+    and /ready says so until the server takes writes again."""
+    url, client = own_server
+    port = free_port()
+    settings = Settings(redis_url=url, data_dir=tmp_path / "data", metrics_port=port)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as stderr:
+        worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=stderr)
+    try:
+        wait_for(lambda: _answers(port) and ready(port)[0] == 200)
+        if fault == "out_of_memory":
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", str(int(client.info("memory")["used_memory"])))
+        else:
+            client.replicaof("127.0.0.1", str(free_port()))
+        expected = "out of memory" if fault == "out_of_memory" else "read-only"
+        _status, body = wait_for(lambda: (r := ready(port))[0] == 503 and r, timeout_s=10)
+        assert any(expected in c["detail"] for c in body["checks"] if c["name"] == "writes")
+        if fault == "out_of_memory":
+            client.config_set("maxmemory", "0")
+        else:
+            client.replicaof("NO", "ONE")
+        wait_for(lambda: ready(port)[0] == 200, timeout_s=10)
+        assert worker.poll() is None, log.read_text()
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=60) == 0, log.read_text()
+
+
+def _answers(port: int) -> bool:
+    try:
+        ready(port)
+        return True
+    except OSError:
+        return False

@@ -68,6 +68,7 @@ def main() -> int:
         or any(report["duplicated"].values())
         or report["reordered"]
         or report["torn_jsonl_files"]
+        or report["ready_errors"]
         or report["foreign_lines"]["lost_or_cut"]
         or report["session_id_mismatches"]
         or report["sessions_unlike_model"]
@@ -174,6 +175,10 @@ def run(args: argparse.Namespace, faults: list[str]) -> dict[str, Any]:
             **analyse(client, deployment.data_dir, work, ctx.foreign_written),
             "redeliveries": redeliveries(workdir),
             "producer_retries": producer.retries,
+            # /ready answers that were not its own (a 500: an error it did not handle).
+            "ready_errors": sum(
+                any(f.startswith("HTTP ") for f in failed) for _at, _name, failed in watch.not_ready
+            ),
             "unexpected_exits": dict(deployment.unexpected_exits),
             "expected_exits": dict(deployment.expected_exits),
             "faults": recoveries,
