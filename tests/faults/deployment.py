@@ -259,8 +259,9 @@ def publish(client: Redis, payloads: list[bytes], counter: "Producer | None" = N
 
 
 class ReadyWatch(threading.Thread):
-    """Asks each worker's /ready every 50 ms and keeps (when, worker, failed checks) of
-    every "not ready" answer (a worker that does not answer counts as not ready)."""
+    """Asks each worker's /ready every 50 ms and keeps (when answered, worker, failed
+    checks) of every "not ready" answer (a worker that does not answer counts as not
+    ready)."""
 
     def __init__(self, ports: dict[str, int]) -> None:
         super().__init__(daemon=True)
@@ -287,14 +288,14 @@ class ReadyWatch(threading.Thread):
                     failed = [c["name"] for c in body.get("checks", []) if not c["ok"]]
                 except orjson.JSONDecodeError:  # not /ready's answer: a bug, made visible
                     failed = [f"HTTP {exc.code}"]
-                self.not_ready.append((asked, name, failed or ["worker failed"]))
+                self.not_ready.append((time.monotonic(), name, failed or ["worker failed"]))
             except OSError:  # restarting: not listening yet
-                self.not_ready.append((asked, name, ["no answer"]))
+                self.not_ready.append((time.monotonic(), name, ["no answer"]))
             time.sleep(max(0.0, asked + 0.05 - time.monotonic()))
 
     def first_after(self, since: float, names: tuple[str, ...], check: str) -> float | None:
-        """Seconds from `since` to the first "not ready" of one of `names` whose failed
-        checks include one that starts with `check`."""
+        """Seconds from `since` to the first "not ready" answered after it by one of
+        `names`, with a failed check whose name starts with `check`."""
         for at, name, failed in list(self.not_ready):
             if at >= since and name in names and any(f.startswith(check) for f in failed):
                 return at - since
