@@ -161,23 +161,26 @@ PROBE_INTERVAL_S = 0.25
 async def back_off(
     client: AsyncRedis, exc: Exception, seconds: float, stopping: asyncio.Event | None = None
 ) -> None:
-    """Wait `seconds` before retrying after `exc`. When the server was unreachable (down,
-    restarting, cut off), wake as soon as it answers PING again, so that a long backoff
-    step does not outlast the outage; a server that refuses writes (out of memory, a
-    replica) answers PING all along, so then the whole pause is waited."""
-    deadline = asyncio.get_running_loop().time() + seconds
+    """Wait `seconds` before retrying after `exc`; but when the server was unreachable
+    (down, restarting, cut off) wake as soon as it answers PING again, so that a long
+    backoff step does not outlast the outage. Only a server seen away and then back ends
+    the pause: one that answered all along (a connection it closed on a command it
+    refused, or one that refuses writes: out of memory, a replica) gets the whole pause,
+    or a failure that repeats would be retried in a tight loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
     probing = not isinstance(exc, REFUSING_WRITES)
-    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+    seen_away = False
+    while (left := deadline - loop.time()) > 0:
         if stopping is not None and stopping.is_set():
             return
         step = min(left, PROBE_INTERVAL_S)
-        if not probing:
-            await asyncio.sleep(step)
-            continue
-        started = asyncio.get_running_loop().time()
-        try:
-            await asyncio.wait_for(client.ping(), timeout=step)
-            return
-        except (TimeoutError, *SERVER_ERRORS):
-            pass
-        await asyncio.sleep(max(0.0, started + step - asyncio.get_running_loop().time()))
+        started = loop.time()
+        if probing:
+            try:
+                await asyncio.wait_for(client.ping(), timeout=step)
+                if seen_away:
+                    return
+            except (TimeoutError, *SERVER_ERRORS):
+                seen_away = True
+        await asyncio.sleep(max(0.0, started + step - loop.time()))
