@@ -3,6 +3,8 @@
 Log calls pass numbers and names only (counts, timings, ids of stream entries and
 sessions); event contents never go into a log record, so no formatter can leak them."""
 
+import asyncio
+import io
 import logging
 import sys
 import time
@@ -41,3 +43,15 @@ def configure_logging(fmt: str, verbose: bool = False) -> None:
     root.setLevel(logging.INFO)
     # -v: the tagger's own batch lines and FastStream's access lines, not every library's.
     logging.getLogger("tagger").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def log_every_task() -> None:
+    """Log where each of the event loop's tasks waits (SIGUSR1 to a worker): what to
+    send along when a worker seems stuck."""
+    tasks = asyncio.all_tasks()
+    for task in tasks:
+        stack = io.StringIO()
+        task.print_stack(limit=12, file=stack)
+        logging.getLogger("tagger").warning(
+            "task %s of %d: %s", task.get_name(), len(tasks), stack.getvalue().strip()
+        )

@@ -269,3 +269,21 @@ def test_info_summary_sums_up_the_batches(
     summaries = [r for r in caplog.records if "events tagged in" in r.getMessage()]
     assert sum(vars(r)["tagged"] for r in summaries) == 30
     assert all(vars(r)["batches"] >= 1 and vars(r)["mean_tag_ms"] > 0 for r in summaries)
+
+
+def test_sigusr1_logs_where_every_task_waits(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    port = free_port()
+    env = {**tagger_env(settings), "TAGGER_METRICS_PORT": str(port), "TAGGER_LOG_FORMAT": "json"}
+    log_path = settings.data_dir.parent / "worker-usr1.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(tagger_cmd("run", "--no-sinks"), env=env, stderr=log_file)
+    try:
+        wait_for(lambda: _answers(port))
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: "_tick_forever" in log_path.read_text())  # the housekeeping, waiting
+        assert proc.poll() is None  # and it goes on
+        assert _answers(port)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0, log_path.read_text()

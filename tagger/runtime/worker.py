@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -36,6 +37,7 @@ from tagger.errors import (
 )
 from tagger.health import Check, consumer_groups, group_backlog, readiness
 from tagger.keys import Keys, workers_key
+from tagger.logs import log_every_task
 from tagger.membership import beat, leave
 from tagger.membership import share as membership_share
 from tagger.metrics import Metrics
@@ -236,6 +238,7 @@ class Worker:
     # -- background: one tick, the sinks, the drain watcher ---------------------------
 
     async def _start_background(self) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_every_task)
         client = await self.broker.connect()
         await self._balance()  # before the sinks start, so they lead only their share
         self._start_task(self._tick_forever())

@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -142,6 +143,9 @@ def run(args: argparse.Namespace, faults: list[str]) -> dict[str, Any]:
             try:
                 wait_until(recovered, 120)
             except TimeoutError as exc:
+                for proc in deployment.procs.values():  # each logs where its tasks wait
+                    proc.send_signal(signal.SIGUSR1)
+                time.sleep(1)
                 raise TimeoutError(f"fault {n} ({fault}): {exc}; logs in {workdir}") from exc
             recoveries.append(
                 {
