@@ -147,6 +147,8 @@ class Worker:
     async def run(self) -> Counts:
         """Run until stopped (or, in burst mode, until the input is drained and written)."""
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        with contextlib.suppress(ValueError, RuntimeError):  # not the main thread: no dump
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_every_task)
         await self.app.run()
         if self.failure is not None:
             raise WorkerFailed(
@@ -238,7 +240,6 @@ class Worker:
     # -- background: one tick, the sinks, the drain watcher ---------------------------
 
     async def _start_background(self) -> None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_every_task)
         client = await self.broker.connect()
         await self._balance()  # before the sinks start, so they lead only their share
         self._start_task(self._tick_forever())
