@@ -61,7 +61,10 @@ def main() -> int:
     if args.only and (unknown := set(args.only.split(",")) - FAULTS.keys()):
         parser.error(f"no such fault: {', '.join(sorted(unknown))}; pick from {', '.join(FAULTS)}")
     chosen = args.only.split(",") if args.only else list(FAULTS)
-    report = run(args, [f for f in chosen if f not in skipped])
+    faults = [f for f in chosen if f not in skipped]
+    if not faults:
+        parser.error(f"every fault asked for is left out here: {skipped}")
+    report = run(args, faults)
     report["skipped"] = skipped
     print(json.dumps(report))
     failed = (
