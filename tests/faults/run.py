@@ -40,7 +40,9 @@ from tests.faults.inject import FAULTS, HIT, Context
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(HARNESS_DOC or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.faults", description=(HARNESS_DOC or "").split("\n")[0]
+    )
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=500, help="events published per second")
     parser.add_argument("--users", type=int, default=40)
