@@ -71,17 +71,26 @@ def freeze_with_work(ctx: Context, name: str, in_flight: Callable[[], int]) -> i
         proc.send_signal(signal.SIGCONT)
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} was never caught with entries in flight")
+        nudge(ctx.producer)
         time.sleep(ctx.rng.uniform(0.0, 0.03))
 
 
-def wait_for_work(in_flight: Callable[[], int]) -> int:
+def wait_for_work(ctx: Context, in_flight: Callable[[], int]) -> int:
     """Until in_flight() counts entries read and not acked; how many."""
     deadline = time.monotonic() + 60
     while not (held := retrying(in_flight)):
         if time.monotonic() > deadline:
             raise TimeoutError("no entries in flight for a server fault")
+        nudge(ctx.producer)
         time.sleep(0.005)
     return held
+
+
+def nudge(producer: Producer) -> None:
+    """A producer held at the end of its share (everything tagged, nothing to catch in
+    flight) may publish a little more: the next shares start later."""
+    if producer.sent >= producer.limit:
+        producer.limit = producer.sent + max(producer.rate // 10, 1)
 
 
 def _freeze_owner(ctx: Context) -> tuple[str, int]:
@@ -146,7 +155,7 @@ def kill_server(ctx: Context) -> dict[str, Any]:
     # The sinks hold entries (the Parquet sink, a file's worth): after the restart their
     # leader takes them over again.
     consumer = ctx.deployment.consumer("sinks")
-    held = wait_for_work(lambda: pending_of(ctx.client, OUTPUT, SINK_GROUPS, consumer))
+    held = wait_for_work(ctx, lambda: pending_of(ctx.client, OUTPUT, SINK_GROUPS, consumer))
     ctx.deployment.kill_server()
     return {"in_flight": held}
 
@@ -154,7 +163,7 @@ def kill_server(ctx: Context) -> dict[str, Any]:
 def stall_server(ctx: Context) -> dict[str, Any]:
     # Stalled past the partition's lease: the tagger that renews it first is a new owner
     # (a new epoch), the stalled one's batch refused if it was another's.
-    held = wait_for_work(lambda: pending_anywhere(ctx.client))
+    held = wait_for_work(ctx, lambda: pending_anywhere(ctx.client))
     os.kill(ctx.deployment.server_pid(), signal.SIGSTOP)
     time.sleep(2.0)
     os.kill(ctx.deployment.server_pid(), signal.SIGCONT)
@@ -178,7 +187,7 @@ def partition(ctx: Context) -> dict[str, Any]:
 def _refuse_writes(
     ctx: Context, refuse: Callable[[], None], allow: Callable[[], None]
 ) -> dict[str, Any]:
-    held = wait_for_work(lambda: pending_anywhere(ctx.client))
+    held = wait_for_work(ctx, lambda: pending_anywhere(ctx.client))
     refuse()
     started = time.monotonic()
     time.sleep(HOLD_S)
@@ -211,7 +220,7 @@ def full_disk(ctx: Context) -> dict[str, Any]:
     exiting again while it is full); then space is freed."""
     deployment = ctx.deployment
     consumer = deployment.consumer("sinks")
-    held = wait_for_work(lambda: pending_of(ctx.client, OUTPUT, SINK_GROUPS, consumer))
+    held = wait_for_work(ctx, lambda: pending_of(ctx.client, OUTPUT, SINK_GROUPS, consumer))
     deployment.exits_expected_of.add("sinks")  # until the main loop says it recovered
     ballast = deployment.data_dir / "ballast"
     started = time.monotonic()
