@@ -196,11 +196,13 @@ def _refuse_writes(
 
 
 def oom_server(ctx: Context) -> dict[str, Any]:
-    """maxmemory at what is used now, noeviction: every write refused with OOM."""
+    """maxmemory at half of what is used now, noeviction: every write refused with OOM
+    (at what is used now, an ack that frees a little lets writes in again)."""
 
     def refuse() -> None:
         ctx.client.config_set("maxmemory-policy", "noeviction")
-        ctx.client.config_set("maxmemory", str(ctx.client.info("memory")["used_memory"]))
+        used = int(ctx.client.info("memory")["used_memory"])
+        ctx.client.config_set("maxmemory", str(used // 2))
 
     return _refuse_writes(ctx, refuse, lambda: ctx.client.config_set("maxmemory", "0"))
 
