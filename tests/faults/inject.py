@@ -252,18 +252,20 @@ def full_disk(ctx: Context) -> dict[str, Any]:
 
 def second_writer(ctx: Context) -> dict[str, Any]:
     """A second process appends large lines under flock to the session files the JSONL
-    sink is writing now; `in_flight` counts the sink's own lines appended meanwhile."""
+    sink is writing now (those of a trickle of events, begun a second before);
+    `in_flight` counts the sink's own lines appended to them meanwhile."""
     logs = ctx.deployment.data_dir / "logs"
-    files = sorted(logs.rglob("*.jsonl"), key=lambda p: p.stat().st_mtime)[-4:]
-    before = {p: _own_lines(p) for p in files}
-    seed = str(ctx.rng.randrange(1 << 30))
-    with trickle(ctx, "cowriter"):
+    with trickle(ctx, "cowriter", seconds=5.0):
+        time.sleep(1.0)  # the trickle's users have session files, being written
+        files = sorted(logs.rglob("*.jsonl"), key=lambda p: p.stat().st_mtime)[-4:]
+        before = {p: _own_lines(p) for p in files}
+        seed = str(ctx.rng.randrange(1 << 30))
         cowriter = [sys.executable, "-m", "tests.faults.cowriter", "--seconds", "3"]
         cowriter += ["--seed", seed, *map(str, files)]
         done = subprocess.run(cowriter, capture_output=True, timeout=60, cwd=ROOT, check=True)
+        appended = sum(_own_lines(p) - before[p] for p in files)
     for path, lines in orjson.loads(done.stdout).items():
         ctx.foreign_written.setdefault(path, []).extend(lines)
-    appended = sum(_own_lines(p) - before[p] for p in files)
     return {"in_flight": appended, "files": len(files)}
 
 
