@@ -2,7 +2,6 @@
 and the final comparison of what was sent with the output stream, the JSONL logs, the
 Parquet files and tests/reference.py's model of the rules."""
 
-import hashlib
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from tests.faults.deployment import (
     OUTPUT,
     SESSION_TIMEOUT_S,
     Workload,
+    sha256_hex,
 )
 from tests.reference import observed_partition, reference_partition
 
@@ -186,7 +186,7 @@ def analyse(
         for line in data.splitlines():
             record = orjson.loads(line)
             if "recorder" in record:  # the second writer's (tests/faults/cowriter.py)
-                foreign_found.setdefault(str(path), []).append(_sha256(line))
+                foreign_found.setdefault(str(path), []).append(sha256_hex(line))
                 continue
             event = record["event"]
             if event.get("kind", "message") == "message":
@@ -205,11 +205,9 @@ def analyse(
     reasons = Counter(f[b"reason"].decode() for _id, f in dead)
     # A dead letter keeps the entry's bytes, or (media) only their hash.
     dead_reason = {
-        (
-            f[b"data_sha256"].decode()
-            if b"data_sha256" in f
-            else hashlib.sha256(f[b"data"]).hexdigest()
-        ): f[b"reason"].decode()
+        (f[b"data_sha256"].decode() if b"data_sha256" in f else sha256_hex(f[b"data"])): f[
+            b"reason"
+        ].decode()
         for _id, f in dead
     }
     valid = work.valid
@@ -255,7 +253,3 @@ def analyse(
         ),
         "unexpected_records": len(output.keys() - valid),
     }
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

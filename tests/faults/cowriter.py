@@ -2,10 +2,11 @@
 write, O_APPEND under flock(LOCK_EX) (gesturelabs/a3cp, apps/schema_recorder/
 repository.py), lines of up to 512 KiB.
 
-    python -m tests.faults.cowriter --seconds 3 --seed 1 FILE...
+    python -m tests.faults.cowriter --seconds 3 --seed 1 LOGS_DIR
 
-Appends to the given files in turn, about ten lines a second, and prints what it wrote
-as JSON: {file: [SHA-256 of each line, without its newline]}."""
+About ten lines a second, each to the session file under LOGS_DIR written last (the one
+the sink is writing now: a session's file goes quiet once it ends), never a new file;
+prints what it wrote as JSON: {file: [SHA-256 of each line, without its newline]}."""
 
 import argparse
 import fcntl
@@ -14,6 +15,7 @@ import os
 import random
 import sys
 import time
+from pathlib import Path
 
 import orjson
 
@@ -33,19 +35,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("files", nargs="+")
+    parser.add_argument("logs", type=Path)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    written: dict[str, list[str]] = {path: [] for path in args.files}
+    written: dict[str, list[str]] = {}
     deadline = time.monotonic() + args.seconds
     n = 0
     while time.monotonic() < deadline:
-        path = args.files[n % len(args.files)]
+        path = str(max(args.logs.rglob("*.jsonl"), key=lambda p: p.stat().st_mtime))
         size = rng.choice((1024, 64 * 1024, 256 * 1024, 512 * 1024))
         record = {"recorder": "schema_recorder", "n": n, "pad": "x" * size}
         line = orjson.dumps(record)
         append_line(path, line)
-        written[path].append(hashlib.sha256(line).hexdigest())
+        written.setdefault(path, []).append(hashlib.sha256(line).hexdigest())
         n += 1
         time.sleep(0.1)
     print(orjson.dumps(written).decode())

@@ -178,12 +178,12 @@ def workload(seed: int, n_events: int, n_users: int, n_burst: int) -> Workload:
         payloads.insert(at + 1, payloads[at])  # a re-sent duplicate, right after
         entry = rng.choice(bad_entries(rng))
         payloads.insert(rng.randrange(len(payloads)), entry)
-        bad[_sha256(entry)] = "?"  # one of several reasons
+        bad[sha256_hex(entry)] = "?"  # one of several reasons
     year_ahead_ms = int(time.time() * 1000) + 365 * 86_400_000
     for n in range(max(1, n_events // 200)):
         for reason, entry in refused_input(rng, rng.choice(users), year_ahead_ms + n):
             payloads.insert(rng.randrange(len(payloads)), entry)
-            bad[_sha256(entry)] = reason
+            bad[sha256_hex(entry)] = reason
     burst_users = [f"burst{n:02d}" for n in range(20)]
     burst_timelines = [
         user_timeline(rng, u, T0_MS, -(-n_burst // 20), SESSION_TIMEOUT_S) for u in burst_users
@@ -214,7 +214,8 @@ def refused_input(rng: random.Random, user: str, ahead_ms: int) -> list[tuple[st
     ]
 
 
-def _sha256(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
+    """How the harness names an entry it must find dead-lettered, or a line it wrote."""
     return hashlib.sha256(data).hexdigest()
 
 

@@ -251,28 +251,31 @@ def full_disk(ctx: Context) -> dict[str, Any]:
 
 
 def second_writer(ctx: Context) -> dict[str, Any]:
-    """A second process appends large lines under flock to the session files the JSONL
-    sink is writing now (those of a trickle of events, begun a second before);
-    `in_flight` counts the sink's own lines appended to them meanwhile."""
+    """A second process appends large lines under flock to the session file the JSONL
+    sink is writing now (of a trickle of events, begun a second before); `in_flight`
+    counts the sink's own lines that came after the other's first line in a file."""
     logs = ctx.deployment.data_dir / "logs"
     with trickle(ctx, "cowriter", seconds=5.0):
         time.sleep(1.0)  # the trickle's users have session files, being written
-        files = sorted(logs.rglob("*.jsonl"), key=lambda p: p.stat().st_mtime)[-4:]
-        before = {p: _own_lines(p) for p in files}
         seed = str(ctx.rng.randrange(1 << 30))
         cowriter = [sys.executable, "-m", "tests.faults.cowriter", "--seconds", "3"]
-        cowriter += ["--seed", seed, *map(str, files)]
+        cowriter += ["--seed", seed, str(logs)]
         done = subprocess.run(cowriter, capture_output=True, timeout=60, cwd=ROOT, check=True)
-        appended = sum(_own_lines(p) - before[p] for p in files)
-    for path, lines in orjson.loads(done.stdout).items():
+    written: dict[str, list[str]] = orjson.loads(done.stdout)
+    for path, lines in written.items():
         ctx.foreign_written.setdefault(path, []).extend(lines)
-    return {"in_flight": appended, "files": len(files)}
+    after = sum(_own_lines_after_foreign(Path(p)) for p in written)
+    return {"in_flight": after, "files": len(written)}
 
 
-def _own_lines(path: Path) -> int:
-    """The sink's complete lines in `path` (the second writer's have a "recorder")."""
+def _own_lines_after_foreign(path: Path) -> int:
+    """The sink's complete lines in `path` after the second writer's first one (its
+    lines have a "recorder")."""
     lines = path.read_bytes().split(b"\n")[:-1]
-    return sum(not line.startswith(b'{"recorder"') for line in lines)
+    foreign = [line.startswith(b'{"recorder"') for line in lines]
+    if True not in foreign:
+        return 0
+    return sum(not f for f in foreign[foreign.index(True) :])
 
 
 def overload(ctx: Context) -> dict[str, Any]:
