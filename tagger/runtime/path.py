@@ -34,6 +34,12 @@ class TagPath:
         # Why the server refuses our writes just now (out of memory, read-only), for /ready.
         self.refusing_writes: str | None = None
 
+    def note_refusal(self, exc: Exception) -> None:
+        """A server that refuses writes (out of memory, read-only) is reported by /ready
+        until a write goes through again."""
+        if isinstance(exc, REFUSING_WRITES):
+            self.refusing_writes = transient_advice(exc)
+
     async def handle(self, owner: PartitionOwner, batch: dict[str, Any]) -> None:
         """Tag the batch FastStream read, then the partition's next entries while they keep
         coming (a steady stream stays here rather than going through FastStream's consume
@@ -116,8 +122,7 @@ class TagPath:
             except TRANSIENT_ERRORS as exc:
                 delay_s = next(delays)
                 log.warning("%s; retrying in %.1f s", transient_advice(exc), delay_s)
-                if isinstance(exc, REFUSING_WRITES):
-                    self.refusing_writes = transient_advice(exc)
+                self.note_refusal(exc)
                 owner.needs_recovery = True
                 await back_off(owner.client, exc, delay_s, self.stopping)
             except Exception as exc:

@@ -27,7 +27,6 @@ from exporters.runner import SinkRunner, create_group
 from tagger.connect import make_broker
 from tagger.endpoint import Endpoint, Response
 from tagger.errors import (
-    REFUSING_WRITES,
     RETRY_DELAYS_S,
     SERVER_ERRORS,
     TRANSIENT_ERRORS,
@@ -305,8 +304,7 @@ class Worker:
                 log.warning("%s", exc)
             except TRANSIENT_ERRORS as exc:
                 # Idle, a worker learns here that the server refuses writes: /ready says so.
-                if isinstance(exc, REFUSING_WRITES):
-                    self.path.refusing_writes = transient_advice(exc)
+                self.path.note_refusal(exc)
                 log.warning("housekeeping failed (%s); will retry", transient_advice(exc))
         client = await self.broker.connect()
         with contextlib.suppress(*TRANSIENT_ERRORS):
