@@ -181,28 +181,24 @@ def test_ready_and_health_fail_while_input_waits_to_be_tagged(
 ) -> None:
     settings = make_settings(ready_max_input_lag=5)
     env = tagger_env(settings)
+
+    def health(flag: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(tagger_cmd("health", flag), env=env, capture_output=True, text=True)
+
     run_burst(settings, sinks=False)  # creates the groups; nothing to tag yet
-    fine = subprocess.run(
-        tagger_cmd("health", "--no-sinks"), env=env, capture_output=True, text=True
-    )
+    fine = health("--no-sinks")
     assert fine.returncode == 0, fine.stderr
     publish(client, settings, [event(ts_ms=1_750_000_000_000 + i) for i in range(20)])
-    behind = subprocess.run(
-        tagger_cmd("health", "--no-sinks"), env=env, capture_output=True, text=True
-    )
+    behind = health("--no-sinks")
     assert behind.returncode == 1
     assert "20 input entries not yet tagged (limit 5)" in behind.stderr, behind.stderr
     assert "add workers" in behind.stderr  # what to do about it
     run_burst(settings, sinks=False)  # tagged: the backlog is gone
-    caught_up = subprocess.run(
-        tagger_cmd("health", "--no-sinks"), env=env, capture_output=True, text=True
-    )
+    caught_up = health("--no-sinks")
     assert caught_up.returncode == 0, caught_up.stderr
     # A sinks-only worker does not tag: the input backlog is not its readiness.
     publish(client, settings, [event(ts_ms=1_750_000_100_000 + i) for i in range(20)])
-    sinks_only = subprocess.run(
-        tagger_cmd("health", "--sinks-only"), env=env, capture_output=True, text=True
-    )
+    sinks_only = health("--sinks-only")
     assert "input entries" not in sinks_only.stdout + sinks_only.stderr
 
 

@@ -46,29 +46,49 @@ def acked(client: Redis, settings: Settings) -> int:
     return int(group["entries-read"] or 0) - int(group["pending"])
 
 
+EXPECTED = {"out_of_memory": "out of memory", "read_only": "read-only"}
+
+
+def refuse_writes(client: Redis, fault: str) -> None:
+    if fault == "out_of_memory":  # no room for one more byte: every write refused
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", str(used))
+    else:  # a replica of a primary that is not there: read-only, data kept
+        client.replicaof("127.0.0.1", str(free_port()))
+
+
+def allow_writes(client: Redis, fault: str) -> None:
+    if fault == "out_of_memory":
+        client.config_set("maxmemory", "0")
+    else:
+        client.replicaof("NO", "ONE")
+
+
+def start_worker(url: str, tmp_path: Path) -> tuple[Settings, "subprocess.Popen[bytes]", Path]:
+    """`tagger run` on the test's own server, /ready on a port of its own, log to a file."""
+    settings = Settings(redis_url=url, data_dir=tmp_path / "data", metrics_port=free_port())
+    log = tmp_path / "worker.log"
+    with log.open("wb") as stderr:
+        worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=stderr)
+    return settings, worker, log
+
+
 @pytest.mark.parametrize("fault", ["out_of_memory", "read_only"])
 def test_tagging_pauses_while_writes_are_refused_and_resumes(
     own_server: tuple[str, Redis], tmp_path: Path, fault: str
 ) -> None:
     url, client = own_server
-    port = free_port()
-    settings = Settings(redis_url=url, data_dir=tmp_path / "data", metrics_port=port)
-    log = tmp_path / "worker.log"
-    with log.open("wb") as stderr:
-        worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=stderr)
+    settings, worker, log = start_worker(url, tmp_path)
+    port = settings.metrics_port
     try:
         now = int(time.time() * 1000)
         publish(client, settings, [event("ida01", now)])
         wait_for(lambda: output(client, settings))
         before = len(output(client, settings))
         publish(client, settings, [event("ida01", now + n) for n in range(1, 51)])
-        if fault == "out_of_memory":  # no room for one more byte: every write refused
-            used = int(client.info("memory")["used_memory"])
-            client.config_set("maxmemory-policy", "noeviction")
-            client.config_set("maxmemory", str(used))
-        else:  # a replica of a primary that is not there: read-only, data kept
-            client.replicaof("127.0.0.1", str(free_port()))
-        expected = "out of memory" if fault == "out_of_memory" else "read-only"
+        refuse_writes(client, fault)
+        expected = EXPECTED[fault]
         _status, body = wait_for(lambda: (r := ready(port))[0] == 503 and r)
         assert any(expected in c["detail"] for c in body["checks"] if not c["ok"]), body
         time.sleep(7)  # past the leases (5 s): nothing tagged, nothing acked, nobody exits
@@ -78,10 +98,7 @@ def test_tagging_pauses_while_writes_are_refused_and_resumes(
         assert acked(client, settings) - 1 == tagged_meanwhile  # acked only what was written
         assert expected in log.read_text()
 
-        if fault == "out_of_memory":
-            client.config_set("maxmemory", "0")
-        else:
-            client.replicaof("NO", "ONE")
+        allow_writes(client, fault)
         wait_for(
             lambda: len([e for e in output(client, settings) if e.get("kind") == "message"]) == 51
         )
@@ -110,18 +127,15 @@ def test_sinks_ride_out_the_server_turning_replica_under_their_blocked_read(
     ... master -> replica?"); idle file sinks sit in one. They wait it out as read-only,
     and store what comes once the server is primary again."""
     url, client = own_server
-    settings = Settings(redis_url=url, data_dir=tmp_path / "data", metrics_port=free_port())
-    log = tmp_path / "worker.log"
-    with log.open("wb") as stderr:
-        worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=stderr)
+    settings, worker, log = start_worker(url, tmp_path)
     try:
         now = int(time.time() * 1000)
         publish(client, settings, [event("ida01", now)])
         wait_for(lambda: len(jsonl_records(settings)) == 1)  # stored: the sinks idle, blocked
         time.sleep(0.5)
-        client.replicaof("127.0.0.1", str(free_port()))
+        refuse_writes(client, "read_only")
         time.sleep(2)
-        client.replicaof("NO", "ONE")
+        allow_writes(client, "read_only")
         publish(client, settings, [event("ida01", now + 1)])
         wait_for(lambda: len(jsonl_records(settings)) == 2)
         assert worker.poll() is None, log.read_text()
@@ -138,25 +152,15 @@ def test_an_idle_worker_says_the_server_refuses_writes(
     """With nothing to tag there is no commit to be refused: the heartbeat's write is,
     and /ready says so until the server takes writes again."""
     url, client = own_server
-    port = free_port()
-    settings = Settings(redis_url=url, data_dir=tmp_path / "data", metrics_port=port)
-    log = tmp_path / "worker.log"
-    with log.open("wb") as stderr:
-        worker = subprocess.Popen(tagger_cmd("run"), env=tagger_env(settings), stderr=stderr)
+    settings, worker, log = start_worker(url, tmp_path)
+    port = settings.metrics_port
     try:
         wait_for(lambda: _answers(port) and ready(port)[0] == 200)
-        if fault == "out_of_memory":
-            client.config_set("maxmemory-policy", "noeviction")
-            client.config_set("maxmemory", str(int(client.info("memory")["used_memory"])))
-        else:
-            client.replicaof("127.0.0.1", str(free_port()))
-        expected = "out of memory" if fault == "out_of_memory" else "read-only"
+        refuse_writes(client, fault)
+        expected = EXPECTED[fault]
         _status, body = wait_for(lambda: (r := ready(port))[0] == 503 and r, timeout_s=10)
         assert any(expected in c["detail"] for c in body["checks"] if c["name"] == "writes")
-        if fault == "out_of_memory":
-            client.config_set("maxmemory", "0")
-        else:
-            client.replicaof("NO", "ONE")
+        allow_writes(client, fault)
         wait_for(lambda: ready(port)[0] == 200, timeout_s=10)
         assert worker.poll() is None, log.read_text()
     finally:
