@@ -81,6 +81,9 @@ def test_a_running_worker_rides_out_a_partition(ns: Namespace, tmp_path: Path) -
     try:
         sent = ns.tool("publish", URL, "0", "100", "100", "5")
         wait(lambda: len(tagged(ns)) == 100, "the first events to be tagged")
+        # Running means all of it: the sinks' process too, which starts beside the tagging
+        # (a partition in the middle of its start is a fault this test does not make).
+        wait(lambda: ns.tool("ready", str(METRICS_PORT))["status"] == 200, "the worker to be ready")
         ns.partition(PORT)
         time.sleep(1)
         sent += ns.tool("publish", URL, "100", "100", "50", "5")  # 2 s, the worker cut off
