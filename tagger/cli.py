@@ -75,7 +75,7 @@ def run(ctx: click.Context, burst: bool, no_sinks: bool, sinks_only: bool) -> No
             sinks = None
             if not (no_sinks or sinks_only):
                 verbose = bool(ctx.find_root().params.get("verbose"))
-                sinks = SinksProcess(url, verbose)
+                sinks = SinksProcess(url, verbose, settings.sinks_nice)
             worker = Worker(
                 settings, url, burst=burst, tag=not sinks_only,
                 sinks=sinks_only, sinks_process=sinks,

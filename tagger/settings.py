@@ -98,6 +98,19 @@ class Settings(BaseSettings):
         description="One worker at a time writes each file sink; if it dies, another "
         "takes over after this long.",
     )
+    sink_linger_ms: int = Field(
+        25,
+        ge=0,
+        description="After a read of less than a batch, each file sink waits this long "
+        "before the next, so that it reads (and acks) in batches at a trickle too.",
+    )
+    sinks_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness of the file sinks' process beside the tagging (`tagger run`): "
+        "on a busy machine the tagging goes first, the files trail.",
+    )
     sweep_interval_ms: int = Field(
         1000, ge=10, description="How often idle sessions are looked for and closed."
     )
