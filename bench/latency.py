@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,7 @@ def wait_ready(metrics_port: int) -> None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=2):
                 return
-        except (urllib.error.URLError, OSError):
+        except OSError:  # refused while it starts; HTTPError (a 503) is one too
             time.sleep(0.05)
     raise SystemExit("the worker was not ready within 60 s; see its worker.log")
 
