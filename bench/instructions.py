@@ -1,6 +1,7 @@
 """The server's cost of tagging, in CPU instructions per event: a figure noise cannot move.
 
     python -m bench.instructions [--events 20000] [--users 500] [--batch 500] [--aof]
+                                 [--floor | --script]
 
 Needs valgrind. Starts the embedded server's binary under callgrind (AOF off unless
 --aof), publishes the backlog of bench.throughput, reads and checks it in batches as the
@@ -9,7 +10,8 @@ batch: its reads and its commits (callgrind's counters are zeroed before and dum
 Prints one JSON line. Wall-clock benchmarks on this shared 2-core machine moved by a third
 between runs; the same instruction count comes back to within a fraction of a percent, so
 a change can be judged by one run of each version. `--floor` counts bench.throughput's
-floor script instead: what the tagged entries and the ack cost alone.
+floor script instead: what the tagged entries and the ack cost alone; `--script` commits
+with the generic script (as on a cluster) instead of MULTI/EXEC.
 """
 
 import argparse
@@ -77,11 +79,11 @@ async def floor_all(url: str, stream: str, batch: int, pid: int) -> int:
     return sum(len(args) // 2 for args in batches)
 
 
-async def tag_all(url: str, stream: str, batch: int, pid: int) -> int:
+async def tag_all(url: str, stream: str, batch: int, pid: int, script: bool = False) -> int:
     settings = bench_settings(url, stream)
     client = Redis.from_url(url)
     keys = Keys.from_settings(settings)
-    owner = PartitionOwner(client, settings, keys, "c")
+    owner = PartitionOwner(client, settings, keys, "c", script=script)
     await owner.hold()
     await owner.load()
     batches = []
@@ -103,6 +105,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="entries per script call")
     parser.add_argument("--aof", action="store_true", help="count the AOF's share too")
     parser.add_argument("--floor", action="store_true", help="count the floor script instead")
+    parser.add_argument(
+        "--script", action="store_true", help="commit with the script (as on a cluster)"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
@@ -111,8 +116,10 @@ def main() -> None:
     try:
         stream = f"bench:{uuid.uuid4().hex[:8]}"
         load(sync_client(url), stream, backlog(args.events, args.users))
-        run = floor_all if args.floor else tag_all
-        tagged = asyncio.run(run(url, stream, args.batch, server.pid))
+        if args.floor:
+            tagged = asyncio.run(floor_all(url, stream, args.batch, server.pid))
+        else:
+            tagged = asyncio.run(tag_all(url, stream, args.batch, server.pid, args.script))
         counted = instructions(workdir, server.pid)
     finally:
         server.terminate()
@@ -124,7 +131,9 @@ def main() -> None:
                 "users": args.users,
                 "batch": args.batch,
                 "aof": args.aof,
-                "script": "floor" if args.floor else "tagger",
+                "script": "floor"
+                if args.floor
+                else "tagger" + (" (script)" if args.script else ""),
                 "tagged": tagged,
                 "server_instructions_per_event": round(counted / args.events),
             }

@@ -19,9 +19,9 @@ COMMANDS = (
     "set", "get", "del", "exists", "pexpire", "type", "incr",
     # the commit and lease scripts, loaded once per server start
     "eval", "evalsha", "script|load",
-    # transactions (control replies, erasure), connection set-up (redis-py tolerates a
-    # refused CLIENT SETINFO, which Redis 7.0 does not know)
-    "multi", "exec", "ping", "select",
+    # transactions (the commit on one server, control replies, erasure), connection
+    # set-up (redis-py tolerates a refused CLIENT SETINFO, which Redis 7.0 does not know)
+    "multi", "exec", "watch", "unwatch", "ping", "select",
 )  # fmt: skip
 # A cluster client learns the slot map, and which arguments are keys, from the server;
 # the file sinks WAIT for a replica (exporters/replicas.py).

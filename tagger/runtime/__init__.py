@@ -2,6 +2,7 @@
 
 from tagger.runtime.commit import Commit, CommitScript, Refused, build_commit
 from tagger.runtime.owner import Checked, CorruptState, Fenced, PartitionOwner
+from tagger.runtime.transaction import Transaction
 
 __all__ = [
     "Checked",
@@ -11,5 +12,6 @@ __all__ = [
     "Fenced",
     "PartitionOwner",
     "Refused",
+    "Transaction",
     "build_commit",
 ]

@@ -51,6 +51,7 @@ from tagger.rules import (
 from tagger.rules.sessions import LATE_CANDIDATES
 from tagger.rules.state import registry_counts, state_version
 from tagger.runtime.commit import Commit, CommitScript, Refused, build_commit
+from tagger.runtime.transaction import Transaction
 from tagger.settings import Settings
 
 log = logging.getLogger("tagger")
@@ -114,7 +115,9 @@ def _misrouted(keys: Keys, event: Accepted, raw: bytes) -> Rejected:
 class PartitionOwner:
     """Acquire, load, then `tag` batches, `control` requests and `sweep` idle sessions."""
 
-    def __init__(self, client: Redis, settings: Settings, keys: Keys, consumer: str) -> None:
+    def __init__(
+        self, client: Redis, settings: Settings, keys: Keys, consumer: str, script: bool = False
+    ) -> None:
         self.client, self.settings, self.keys, self.consumer = client, settings, keys, consumer
         self.limits = Limits(settings.session_timeout_s * 1000, settings.max_session_s * 1000)
         self.epoch: int | None = None  # None: not the owner
@@ -128,7 +131,11 @@ class PartitionOwner:
         # `recoveries` tells a handler that one ran, and tagged its entries, meanwhile.
         self.recovery_lock = asyncio.Lock()
         self.recoveries = 0
-        self._commit = CommitScript(client, keys)
+        # MULTI/EXEC on one server; the script on a cluster (tagger/runtime/transaction.py)
+        # or when asked (bench.instructions compares the two).
+        self._commit: Transaction | CommitScript = (
+            CommitScript(client, keys) if script or settings.cluster else Transaction(client, keys)
+        )
         self._acquire = client.register_script(ACQUIRE_LUA)
         self._release = client.register_script(RELEASE_LUA)
 
