@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from tagger.connect import async_client
 from tagger.keys import Keys
@@ -221,3 +222,18 @@ async def _client_id(tx: Transaction) -> int:
     """The server's id of the transaction's connection (CLIENT ID, on it)."""
     (found,) = await tx._round_trip([command("CLIENT", "ID")])
     return int(found)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_an_error_of_a_check_is_raised_and_nothing_is_written(
+    client: "Redis[bytes]", make_settings: SettingsFactory, forms: list[str], form: str
+) -> None:
+    if form not in forms:
+        pytest.skip("the cluster commits with the script")
+    settings = make_settings()
+    keys = Keys.from_settings(settings)
+    client.set(keys.epoch, EPOCH)
+    entry_id = client.xadd(keys.input_stream, {"data": b"{}"})  # but no consumer group
+    with pytest.raises(ResponseError, match="NOGROUP"):
+        apply(form, settings, a_commit(keys, first_id=entry_id.decode()))
+    assert client.exists(keys.output_stream, keys.active, keys.dedup) == 0

@@ -66,7 +66,7 @@ def commands_of(commit: Commit, dedup_key: str) -> list[bytes]:
         row += b"".join(
             _bulk(name).replace(b"%", b"%%") + b"$%d\r\n%s\r\n" for name in commit.row_fields
         )
-        values = [v if type(v) is bytes else v.encode() for v in commit.row_values]  # type: ignore[union-attr]
+        values = [v if type(v) is bytes else _as_bytes(v) for v in commit.row_values]
         sized = [x for v in values for x in (len(v), v)]
         step = 2 * n_fields
         out += [row % tuple(sized[at : at + step]) for at in range(0, len(sized), step)]
@@ -112,7 +112,11 @@ class Transaction:
         if commit.record_ids:
             sent.append(command("ZMSCORE", k.dedup, *commit.record_ids))
         sent += [command("TYPE", key) for key in commit.types]
-        replies = iter(await self._round_trip(sent))
+        answered = await self._round_trip(sent)
+        for reply in answered:  # a missing group, a server still loading, a refused command
+            if isinstance(reply, ResponseError):
+                raise _error(reply)
+        replies = iter(answered)
         next(replies), next(replies)  # UNWATCH, WATCH: OK
         found = next(replies)
         if found != b"%d" % epoch:
