@@ -52,7 +52,7 @@ def test_a_write_on_a_connection_closed_meanwhile_is_a_connection_error(server_u
 
         connection.check_health = disconnect_instead_of_checking  # type: ignore[method-assign]
         try:
-            with pytest.raises(RedisConnectionError, match="closed (while writing|by the server)"):
+            with pytest.raises(RedisConnectionError, match=r"closed (while writing|by the server)"):
                 await connection.send_packed_command(connection.pack_command("PING"))
         finally:
             await client.connection_pool.release(connection)
