@@ -13,8 +13,8 @@ from redis.exceptions import ResponseError
 
 from tagger.connect import async_client
 from tagger.keys import Keys
-from tagger.runtime import Commit, CommitScript, Refused, Transaction
-from tagger.runtime.transaction import command
+from tagger.runtime import Commit, CommitForms, CommitScript, Refused, Transaction
+from tagger.runtime.transaction import TRANSACTION_FROM_EVENTS, command
 from tagger.settings import Settings
 from tests.conftest import SettingsFactory
 
@@ -80,6 +80,22 @@ def forms(server_url: str) -> list[str]:
     return ["script"] if Settings(redis_url=server_url).cluster else FORMS
 
 
+@pytest.fixture(params=FORMS)
+def form(request: pytest.FixtureRequest, forms: list[str]) -> str:
+    if request.param not in forms:
+        pytest.skip("the cluster commits with the script")
+    return str(request.param)
+
+
+@pytest.fixture
+def ours(client: "Redis[bytes]", make_settings: SettingsFactory) -> tuple[Settings, Keys]:
+    """Fresh names, the partition's epoch EPOCH (the commits' own)."""
+    settings = make_settings()
+    keys = Keys.from_settings(settings)
+    client.set(keys.epoch, EPOCH)
+    return settings, keys
+
+
 def test_both_forms_write_the_same(
     client: "Redis[bytes]", make_settings: SettingsFactory, forms: list[str]
 ) -> None:
@@ -100,14 +116,10 @@ def test_both_forms_write_the_same(
     assert all(s == seen[0] for s in seen)
 
 
-@pytest.mark.parametrize("form", FORMS)
 def test_a_stale_epoch_is_refused_and_nothing_is_written(
-    client: "Redis[bytes]", make_settings: SettingsFactory, forms: list[str], form: str
+    client: "Redis[bytes]", ours: tuple[Settings, Keys], form: str
 ) -> None:
-    if form not in forms:
-        pytest.skip("the cluster commits with the script")
-    settings = make_settings()
-    keys = Keys.from_settings(settings)
+    settings, keys = ours
     client.set(keys.epoch, EPOCH + 1)  # a new owner took the partition
     with pytest.raises(Refused) as refused:
         apply(form, settings, a_commit(keys))
@@ -115,14 +127,11 @@ def test_a_stale_epoch_is_refused_and_nothing_is_written(
     assert client.exists(keys.output_stream, keys.active, keys.dedup) == 0
 
 
+@pytest.mark.parametrize("form", ["transaction"], indirect=True)
 def test_an_epoch_raised_between_the_checks_and_exec_aborts_the_whole_transaction(
-    client: "Redis[bytes]", make_settings: SettingsFactory, forms: list[str]
+    client: "Redis[bytes]", ours: tuple[Settings, Keys], form: str
 ) -> None:
-    if "transaction" not in forms:
-        pytest.skip("the cluster commits with the script (one call: nothing between)")
-    settings = make_settings()
-    keys = Keys.from_settings(settings)
-    client.set(keys.epoch, EPOCH)
+    settings, keys = ours
     commit = a_commit(keys)
 
     async def takeover_between(tx: Transaction) -> None:
@@ -136,15 +145,10 @@ def test_an_epoch_raised_between_the_checks_and_exec_aborts_the_whole_transactio
     assert client.exists(keys.output_stream, keys.active, keys.dedup, keys.users) == 0
 
 
-@pytest.mark.parametrize("form", FORMS)
 def test_duplicates_are_refused_with_their_ids_until_the_window_passes(
-    client: "Redis[bytes]", make_settings: SettingsFactory, forms: list[str], form: str
+    client: "Redis[bytes]", ours: tuple[Settings, Keys], form: str
 ) -> None:
-    if form not in forms:
-        pytest.skip("the cluster commits with the script")
-    settings = make_settings()
-    keys = Keys.from_settings(settings)
-    client.set(keys.epoch, EPOCH)
+    settings, keys = ours
     apply(form, settings, a_commit(keys, n=2))
     again = a_commit(keys, n=3)  # rec-0 and rec-1 were tagged, rec-2 is new
     with pytest.raises(Refused) as refused:
@@ -155,15 +159,10 @@ def test_duplicates_are_refused_with_their_ids_until_the_window_passes(
     assert client.xlen(keys.output_stream) == 5
 
 
-@pytest.mark.parametrize("form", FORMS)
 def test_an_older_entry_pending_elsewhere_refuses_the_batch(
-    client: "Redis[bytes]", make_settings: SettingsFactory, forms: list[str], form: str
+    client: "Redis[bytes]", ours: tuple[Settings, Keys], form: str
 ) -> None:
-    if form not in forms:
-        pytest.skip("the cluster commits with the script")
-    settings = make_settings()
-    keys = Keys.from_settings(settings)
-    client.set(keys.epoch, EPOCH)
+    settings, keys = ours
     older = client.xadd(keys.input_stream, {"data": b"{}"})
     client.xgroup_create(keys.input_stream, keys.group, id="0")
     client.xreadgroup(keys.group, "zombie", {keys.input_stream: ">"})  # read after a takeover
@@ -176,15 +175,10 @@ def test_an_older_entry_pending_elsewhere_refuses_the_batch(
     assert client.xlen(keys.output_stream) == 3
 
 
-@pytest.mark.parametrize("form", FORMS)
 def test_a_key_of_a_foreign_type_refuses_the_batch(
-    client: "Redis[bytes]", make_settings: SettingsFactory, forms: list[str], form: str
+    client: "Redis[bytes]", ours: tuple[Settings, Keys], form: str
 ) -> None:
-    if form not in forms:
-        pytest.skip("the cluster commits with the script")
-    settings = make_settings()
-    keys = Keys.from_settings(settings)
-    client.set(keys.epoch, EPOCH)
+    settings, keys = ours
     client.set(keys.active, "not a hash")
     with pytest.raises(Refused) as refused:
         apply(form, settings, a_commit(keys))
@@ -192,14 +186,11 @@ def test_a_key_of_a_foreign_type_refuses_the_batch(
     assert client.exists(keys.output_stream, keys.dedup) == 0
 
 
+@pytest.mark.parametrize("form", ["transaction"], indirect=True)
 def test_a_transaction_whose_connection_was_killed_commits_once_on_a_new_one(
-    client: "Redis[bytes]", make_settings: SettingsFactory, forms: list[str]
+    client: "Redis[bytes]", ours: tuple[Settings, Keys], form: str
 ) -> None:
-    if "transaction" not in forms:
-        pytest.skip("the cluster commits with the script")
-    settings = make_settings()
-    keys = Keys.from_settings(settings)
-    client.set(keys.epoch, EPOCH)
+    settings, keys = ours
 
     async def killed_between(tx: Transaction) -> int:
         await tx.apply(a_commit(keys, n=1, tag="a"), EPOCH, 0)
@@ -224,16 +215,41 @@ async def _client_id(tx: Transaction) -> int:
     return int(found)
 
 
-@pytest.mark.parametrize("form", FORMS)
 def test_an_error_of_a_check_is_raised_and_nothing_is_written(
-    client: "Redis[bytes]", make_settings: SettingsFactory, forms: list[str], form: str
+    client: "Redis[bytes]", ours: tuple[Settings, Keys], form: str
 ) -> None:
-    if form not in forms:
-        pytest.skip("the cluster commits with the script")
-    settings = make_settings()
-    keys = Keys.from_settings(settings)
-    client.set(keys.epoch, EPOCH)
+    settings, keys = ours
     entry_id = client.xadd(keys.input_stream, {"data": b"{}"})  # but no consumer group
     with pytest.raises(ResponseError, match="NOGROUP"):
         apply(form, settings, a_commit(keys, first_id=entry_id.decode()))
     assert client.exists(keys.output_stream, keys.active, keys.dedup) == 0
+
+
+@pytest.mark.parametrize("form", ["transaction"], indirect=True)
+def test_large_batches_commit_as_a_transaction_and_small_ones_with_the_script(
+    client: "Redis[bytes]", ours: tuple[Settings, Keys], form: str
+) -> None:
+    settings, keys = ours
+
+    def calls() -> tuple[int, int]:  # EXEC and EVALSHA calls the server has answered
+        stats: Any = client.info("commandstats")
+        return stats.get("cmdstat_exec", {}).get("calls", 0), stats.get("cmdstat_evalsha", {}).get(
+            "calls", 0
+        )
+
+    async def commit(n: int, tag: str) -> tuple[int, int]:
+        redis = async_client(settings.redis_url or "")
+        try:
+            before = calls()
+            await CommitForms(redis, keys, script_only=False).apply(
+                a_commit(keys, n=n, tag=tag), EPOCH, 0
+            )
+            after = calls()
+            return after[0] - before[0], after[1] - before[1]
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(commit(TRANSACTION_FROM_EVENTS, "large")) == (1, 0)
+    execs, evalshas = asyncio.run(commit(TRANSACTION_FROM_EVENTS - 1, "small"))
+    assert execs == 0 and evalshas >= 1  # two when the script was not yet loaded (NOSCRIPT)
+    assert client.xlen(keys.output_stream) == 2 * TRANSACTION_FROM_EVENTS - 1

@@ -2,11 +2,12 @@
 
 from tagger.runtime.commit import Commit, CommitScript, Refused, build_commit
 from tagger.runtime.owner import Checked, CorruptState, Fenced, PartitionOwner
-from tagger.runtime.transaction import Transaction
+from tagger.runtime.transaction import CommitForms, Transaction
 
 __all__ = [
     "Checked",
     "Commit",
+    "CommitForms",
     "CommitScript",
     "CorruptState",
     "Fenced",

@@ -50,19 +50,13 @@ from tagger.rules import (
 )
 from tagger.rules.sessions import LATE_CANDIDATES
 from tagger.rules.state import registry_counts, state_version
-from tagger.runtime.commit import Commit, CommitScript, Refused, build_commit
-from tagger.runtime.transaction import Transaction
+from tagger.runtime.commit import Commit, Refused, build_commit
+from tagger.runtime.transaction import CommitForms
 from tagger.settings import Settings
 
 log = logging.getLogger("tagger")
 Entry = tuple[bytes, dict[bytes, bytes]]
 SWEEP_CHUNK = 100  # sessions closed per commit, so one commit stays short
-# Batches of this many events or more commit as MULTI/EXEC, smaller ones with the script.
-# The transaction saves the server ~20k instructions an event (bench.instructions) but
-# takes a second round trip for its checks: at a trickle (2-3 events a batch at 2,000/s)
-# that round trip cost more than it saved (bench.latency, alternated: p50 3.9-4.1 ms with
-# the transaction for every batch, 3.1-3.3 with the script; docs/performance.md).
-TRANSACTION_FROM_EVENTS = 100
 
 # Take the lease when free: a new epoch. Renew it when ours: the current epoch.
 ACQUIRE_LUA = """
@@ -137,10 +131,8 @@ class PartitionOwner:
         # `recoveries` tells a handler that one ran, and tagged its entries, meanwhile.
         self.recovery_lock = asyncio.Lock()
         self.recoveries = 0
-        # The script on a cluster (tagger/runtime/transaction.py says why), when asked
-        # (bench.instructions compares the two), and for small batches; MULTI/EXEC else.
-        self._script = CommitScript(client, keys)
-        self._transaction = None if script or settings.cluster else Transaction(client, keys)
+        # `script`: every batch with the script (bench.instructions compares the forms).
+        self._commit = CommitForms(client, keys, script_only=script or settings.cluster)
         self._acquire = client.register_script(ACQUIRE_LUA)
         self._release = client.register_script(RELEASE_LUA)
 
@@ -267,9 +259,7 @@ class PartitionOwner:
             raise Fenced(f"partition {self.keys.partition} is not owned here")
         try:
             window_ms = self.settings.dedup_window_s * 1000
-            large = len(commit.record_ids) >= TRANSACTION_FROM_EVENTS
-            form = self._transaction if large and self._transaction else self._script
-            await form.apply(commit, self.epoch, now_ms - window_ms)
+            await self._commit.apply(commit, self.epoch, now_ms - window_ms)
         except Refused as exc:
             self.names.forget_added()
             if exc.why == "fenced":

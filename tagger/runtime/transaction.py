@@ -16,9 +16,12 @@ again). Round trip 1 only reads, so under appendfsync always it waits for no fsy
 is written to the AOF as one MULTI/EXEC block, which a server restarted after a crash
 loads whole or not at all (as it does a script's effects).
 
-On a Redis Cluster the owner keeps the script: redis-py's cluster client keeps its slot
-map only through its own commands, and a connection taken from one of its nodes went on
-to a dead primary after a failover (tests/test_cluster.py)."""
+The owner commits this way only batches of TRANSACTION_FROM_EVENTS or more on one server
+(CommitForms, below): at a trickle the second round trip costs more latency than the
+script's Lua costs the server. On a Redis Cluster it keeps the script: redis-py's cluster
+client keeps its slot map only through its own commands, and a connection taken from one
+of its nodes went on to a dead primary after a failover (an earlier branch failed
+tests/test_cluster.py's failover test about one run in two)."""
 
 import asyncio
 from collections.abc import Iterable
@@ -33,9 +36,15 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tagger.keys import Keys
-from tagger.runtime.commit import Commit, Refused
+from tagger.runtime.commit import Commit, CommitScript, Refused
 
 Arg = bytes | str | int
+# Batches of this many events or more commit as MULTI/EXEC, smaller ones with the script.
+# The transaction saves the server ~20k instructions an event (bench.instructions) but
+# takes a second round trip for its checks: at a trickle (2-3 events a batch at 2,000/s)
+# that round trip cost more than it saved (bench.latency, alternated: p50 3.9-4.1 ms with
+# the transaction for every batch, 3.1-3.3 with the script; docs/performance.md).
+TRANSACTION_FROM_EVENTS = 100
 
 
 def _bulk(value: Arg) -> bytes:
@@ -198,3 +207,17 @@ class Transaction:
         if self._conn is not None:
             await self._client.connection_pool.release(self._conn)
             self._conn = None
+
+
+class CommitForms:
+    """Each commit in the form that suits it: the transaction for a large batch on one
+    server, the script otherwise (`script_only`: always, as on a cluster)."""
+
+    def __init__(self, client: Redis, keys: Keys, script_only: bool) -> None:
+        self.script = CommitScript(client, keys)
+        self.transaction = None if script_only else Transaction(client, keys)
+
+    async def apply(self, commit: Commit, epoch: int, dedup_min_score: int) -> None:
+        large = len(commit.record_ids) >= TRANSACTION_FROM_EVENTS
+        form = self.transaction if large and self.transaction else self.script
+        await form.apply(commit, epoch, dedup_min_score)
