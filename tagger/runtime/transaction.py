@@ -70,8 +70,9 @@ def commands_of(commit: Commit, dedup_key: str) -> list[bytes]:
     out: list[bytes] = []
     if commit.row_fields:  # one format a row: a 500-event commit has ~2,000 values
         n_fields = len(commit.row_fields)
-        row = b"*%d\r\n" % (len(commit.row_head) + 2 * n_fields)
-        row += b"".join(map(_bulk, commit.row_head))
+        head = b"*%d\r\n" % (len(commit.row_head) + 2 * n_fields)
+        head += b"".join(map(_bulk, commit.row_head))
+        row = head.replace(b"%", b"%%")  # a key may hold a %: the row is a format
         row += b"".join(
             _bulk(name).replace(b"%", b"%%") + b"$%d\r\n%s\r\n" for name in commit.row_fields
         )
