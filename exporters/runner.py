@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from exporters.replicas import ReplicaGate, ReplicasBehind
-from tagger.connect import back_off
+from tagger.connect import back_off, pause
 from tagger.errors import (
     RETRY_DELAYS_S,
     TRANSIENT_ERRORS,
@@ -141,8 +141,7 @@ class SinkRunner:
                 self._leader = True
                 await self._recover()
             if 0 < await self._step() < self.batch_size and self.linger_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.linger_s)
+                await pause(stop, self.linger_s)
         if self._leader:
             await self._ack(await asyncio.to_thread(self.sink.flush))
 

@@ -4,6 +4,7 @@ A cluster URL is `redis+cluster://host:port` (or `rediss+cluster://`): any one n
 the client discovers the others and follows MOVED/ASK redirections itself."""
 
 import asyncio
+import contextlib
 import socket
 from typing import Any, cast
 
@@ -156,6 +157,12 @@ def make_broker(url: str, block_ms: int = 0, **options: Any) -> RedisBroker:
 
 
 PROBE_INTERVAL_S = 0.25
+
+
+async def pause(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when `stopping` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
 
 
 async def back_off(

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tagger.connect import back_off
+from tagger.connect import back_off, pause
 from tagger.control import handle_request
 from tagger.errors import REFUSING_WRITES, RETRY_DELAYS_S, TRANSIENT_ERRORS, transient_advice
 from tagger.metrics import Metrics
@@ -16,7 +16,7 @@ from tagger.report import BatchReport, count_fields
 from tagger.rules import Counts
 from tagger.runtime.commit import Refused
 from tagger.runtime.owner import Checked, Entry, Fenced, PartitionOwner
-from tagger.runtime.recovery import Stuck, pause, pending_here, read, recover
+from tagger.runtime.recovery import Stuck, pending_here, read, recover
 from tagger.settings import Settings
 
 log = logging.getLogger("tagger")

@@ -6,8 +6,6 @@ alone, and once it has failed TAGGER_MAX_DELIVERIES times it is dead-lettered as
 `poison`: in-order tagging means one entry that always fails would otherwise hold up
 every entry after it."""
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -112,9 +110,3 @@ async def _one_by_one(
                 "fix the cause, then publish the event again.",
             )
             owner.failures.pop(entry[0], None)
-
-
-async def pause(stopping: asyncio.Event, seconds: float) -> None:
-    """Sleep, but wake at once when the worker is stopping."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)

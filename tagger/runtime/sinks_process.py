@@ -16,8 +16,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from tagger.connect import pause
 from tagger.errors import WorkerFailed
-from tagger.runtime.recovery import pause
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_TIMEOUT_S = 60.0

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from exporters import SINK_NAMES, file_sinks
 from exporters.runner import SinkRunner, create_group
-from tagger.connect import make_broker
+from tagger.connect import make_broker, pause
 from tagger.endpoint import Endpoint, Response
 from tagger.errors import (
     REFUSING_WRITES,
@@ -45,7 +45,6 @@ from tagger.retention import trim_streams
 from tagger.rules import Counts
 from tagger.runtime.owner import Fenced, PartitionOwner
 from tagger.runtime.path import TagPath
-from tagger.runtime.recovery import pause
 from tagger.runtime.sinks_process import SinksProcess
 from tagger.runtime.streams import Subscriber, declare_partition
 from tagger.settings import Settings
