@@ -5,6 +5,7 @@ commits wait. A recording sink (not a fake server) counts what each read brought
 
 import asyncio
 import os
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,7 +94,17 @@ def test_the_sinks_process_runs_at_its_niceness(make_settings: SettingsFactory) 
         child = wait_for(lambda: children.read_text().split())[0]
         assert os.getpriority(os.PRIO_PROCESS, int(child)) == os.getpriority(os.PRIO_PROCESS, 0) + 7
         assert os.getpriority(os.PRIO_PROCESS, worker.pid) == os.getpriority(os.PRIO_PROCESS, 0)
+        # SIGTERM before the worker installs its handler kills it outright (a CI run: -15).
+        wait_for(lambda: catches(worker.pid, signal.SIGTERM))
     finally:
         worker.terminate()
         _, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err.decode()[-2000:]
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler of its own for `signum` (/proc: SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
