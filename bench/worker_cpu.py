@@ -30,7 +30,7 @@ from tagger.keys import Keys
 from tagger.rules import CounterNames, Limits, SessionState, Span, needs_history, tag
 from tagger.runtime.commit import Commit, build_commit
 from tagger.runtime.owner import Checked, Entry
-from tagger.runtime.transaction import command, commands_of
+from tagger.runtime.transaction import checks_of, commands_of
 from tagger.settings import Settings
 
 
@@ -65,9 +65,7 @@ def script_packer(keys: Keys) -> Callable[[Commit, int], Any]:
 
 def transaction_packer(keys: Keys) -> Callable[[Commit, int], Any]:
     def pack(commit: Commit, _min_score: int) -> Any:  # the two round trips' bytes
-        checks = [command("ZMSCORE", keys.dedup, *commit.record_ids)]
-        checks += [command("TYPE", key) for key in commit.types]
-        return b"".join(checks), b"".join(commands_of(commit, keys.dedup))
+        return b"".join(checks_of(commit, keys)), b"".join(commands_of(commit, keys.dedup))
 
     return pack
 

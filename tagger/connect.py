@@ -6,6 +6,7 @@ the client discovers the others and follows MOVED/ASK redirections itself."""
 import asyncio
 import contextlib
 import socket
+from collections.abc import Sequence
 from typing import Any, cast
 
 from faststream.redis import RedisBroker
@@ -52,6 +53,22 @@ PLAIN_ARGUMENTS = frozenset((bytes, str, int))
 REDIS_PY_PACK = AsyncConnection.pack_command
 
 
+def resp(
+    args: Sequence[bytes | str | int], encoding: str = "utf-8", errors: str = "strict"
+) -> bytes:
+    """A command of bytes, str and int as the server reads it (RESP), in one join."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if type(arg) is str:
+            data = arg.encode(encoding, errors)
+        elif type(arg) is int:
+            data = b"%d" % arg
+        else:
+            data = arg  # type: ignore[assignment]
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
 def _one_join_packing() -> None:
     """redis-py 8.1's asyncio connection packs a command in Python and joins its buffer
     again after each argument (until 6 kB): a 500-event commit of ~5,000 arguments cost
@@ -68,15 +85,7 @@ def _one_join_packing() -> None:
             args = tuple(args[0].encode().split()) + args[1:]
         elif b" " in args[0]:
             args = tuple(args[0].split()) + args[1:]
-        encoding, errors = self.encoder.encoding, self.encoder.encoding_errors
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            if type(arg) is str:
-                arg = arg.encode(encoding, errors)
-            elif type(arg) is int:
-                arg = b"%d" % arg
-            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-        return [b"".join(parts)]
+        return [resp(args, self.encoder.encoding, self.encoder.encoding_errors)]
 
     AsyncConnection.pack_command = pack_command  # type: ignore[method-assign]
 

@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tagger.connect import resp
 from tagger.keys import Keys
 from tagger.runtime.commit import Commit, CommitScript, Refused
 
@@ -54,8 +55,7 @@ def _bulk(value: Arg) -> bytes:
 
 def command(*args: Arg) -> bytes:
     """One command in RESP, as the server reads it."""
-    data = [a if type(a) is bytes else _as_bytes(a) for a in args]
-    return b"*%d\r\n" % len(data) + b"".join([b"$%d\r\n%s\r\n" % (len(d), d) for d in data])
+    return resp(args)
 
 
 def _as_bytes(value: Arg) -> bytes:
@@ -93,10 +93,22 @@ def commands_of(commit: Commit, dedup_key: str) -> list[bytes]:
     return out
 
 
-def _error(reply: ResponseError) -> Exception:
-    """The exception redis-py raises for this error reply (OOM: OutOfMemoryError, ...)."""
-    error: Exception = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
-    return error
+def _raise_any_error(replies: Iterable[Any]) -> None:
+    """Raise the first error reply as redis-py raises it (OOM: OutOfMemoryError, ...)."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            error: Exception = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+            raise error
+
+
+def checks_of(commit: Commit, k: Keys) -> list[bytes]:
+    """Round trip 1's commands: WATCH the epoch, then the reads the checks need."""
+    sent = [command("UNWATCH"), command("WATCH", k.epoch), command("GET", k.epoch)]
+    if commit.first_id:
+        sent.append(command("XPENDING", k.input_stream, k.group, "-", f"({commit.first_id}", 1))
+    if commit.record_ids:
+        sent.append(command("ZMSCORE", k.dedup, *commit.record_ids))
+    return sent + [command("TYPE", key) for key in commit.types]
 
 
 class Transaction:
@@ -115,17 +127,8 @@ class Transaction:
 
     async def check(self, commit: Commit, epoch: int, dedup_min_score: int) -> None:
         """Round trip 1: WATCH the epoch, then the checks (reads only)."""
-        k = self.keys
-        sent = [command("UNWATCH"), command("WATCH", k.epoch), command("GET", k.epoch)]
-        if commit.first_id:
-            sent.append(command("XPENDING", k.input_stream, k.group, "-", f"({commit.first_id}", 1))
-        if commit.record_ids:
-            sent.append(command("ZMSCORE", k.dedup, *commit.record_ids))
-        sent += [command("TYPE", key) for key in commit.types]
-        answered = await self._round_trip(sent)
-        for reply in answered:  # a missing group, a server still loading, a refused command
-            if isinstance(reply, ResponseError):
-                raise _error(reply)
+        answered = await self._round_trip(checks_of(commit, self.keys))
+        _raise_any_error(answered)  # a missing group, a server still loading, a refused command
         replies = iter(answered)
         next(replies), next(replies)  # UNWATCH, WATCH: OK
         found = next(replies)
@@ -150,17 +153,14 @@ class Transaction:
         """Round trip 2: MULTI, the commands, EXEC (aborted whole if the epoch moved)."""
         queued = commands_of(commit, self.keys.dedup)
         replies = await self._round_trip([command("MULTI"), *queued, command("EXEC")])
-        for reply in replies[:-1]:  # a command refused as queued (out of memory, read-only)
-            if isinstance(reply, ResponseError):
-                raise _error(reply)
-        done = replies[-1]
+        *queued_replies, done = replies
+        _raise_any_error(queued_replies)  # refused as queued (out of memory, read-only)
         if done is None:
             raise Refused("fenced", [b"(the epoch changed before EXEC)"])
-        if isinstance(done, ResponseError):
-            raise _error(done)
-        for result in done:  # failed as run: Redis applies the rest (the types checked
-            if isinstance(result, ResponseError):  # prevent this)
-                raise _error(result)
+        _raise_any_error([done])  # EXECABORT and the like
+        _raise_any_error(
+            done
+        )  # failed as run: Redis applies the rest (the types checked prevent this)
 
     async def _round_trip(self, sent: Iterable[bytes]) -> list[Any]:
         """Send the commands at once and read every reply in one go (redis-py's
